@@ -1,0 +1,1 @@
+"""Command-line entry points; ``fast-style <command> ...`` dispatches to them."""

@@ -1,0 +1,135 @@
+"""A recursive image-folder dataset that tolerates bad files, and its LightningDataModule."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms
+
+from fast_style.errors import FastStyleError
+from fast_style.images import IMAGE_EXTENSIONS
+
+__all__ = ["ImageFolderDataset", "StyleDataModule", "collate_skip_bad", "find_images"]
+
+log = logging.getLogger(__name__)
+
+
+def find_images(root: str | os.PathLike[str]) -> list[Path]:
+    """All image files below ``root`` (recursive), sorted; a clear error if there are none."""
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise FastStyleError(f"data folder not found: {root}")
+    if not root.is_dir():
+        raise FastStyleError(f"data.root must be a folder of images, got a file: {root}")
+    files = sorted(
+        p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+    )
+    if not files:
+        raise FastStyleError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {root}")
+    return files
+
+
+class ImageFolderDataset(Dataset):
+    """Images below a folder, resized (short side) and cropped to ``image_size`` squares in [0, 1].
+
+    An unreadable file yields its index instead of an image, so one bad JPEG in COCO does not end
+    a long run; ``collate_skip_bad`` drops it and reports it to the training loop, which counts it.
+    """
+
+    def __init__(self, files: Sequence[Path], image_size: int, random_crop: bool = True) -> None:
+        self.files = list(files)
+        crop = transforms.RandomCrop(image_size) if random_crop else transforms.CenterCrop(image_size)
+        self.transform = transforms.Compose(
+            [
+                transforms.Resize(image_size, interpolation=transforms.InterpolationMode.BILINEAR, antialias=True),
+                crop,
+                transforms.ToTensor(),
+            ]
+        )
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> torch.Tensor | int:
+        path = self.files[index]
+        try:
+            with Image.open(path) as img:
+                img.load()
+                rgb = img.convert("RGB")
+        except Exception as exc:  # truncated, corrupt, unsupported: skip and count
+            log.warning("skipping unreadable image %s (%s)", path, exc)
+            return index
+        return self.transform(rgb)
+
+
+def collate_skip_bad(items: list[torch.Tensor | int]) -> tuple[torch.Tensor | None, list[int]]:
+    """Stack the readable images; also return the dataset indices of the unreadable ones."""
+    good = [x for x in items if isinstance(x, torch.Tensor)]
+    bad = [x for x in items if not isinstance(x, torch.Tensor)]
+    return (torch.stack(good) if good else None), bad
+
+
+class StyleDataModule(pl.LightningDataModule):
+    """Training images from ``root`` plus a fixed few sample images for TensorBoard."""
+
+    def __init__(
+        self,
+        root: str,
+        image_size: int = 256,
+        batch_size: int = 4,
+        num_workers: int = 2,
+        num_sample_images: int = 4,
+        max_bad_fraction: float = 0.01,
+        pin_memory: bool = False,
+        persistent_workers: bool = True,
+    ) -> None:
+        super().__init__()
+        if image_size < 16:
+            raise FastStyleError(f"data.image_size must be at least 16, got {image_size}")
+        if batch_size < 1:
+            raise FastStyleError(f"data.batch_size must be at least 1, got {batch_size}")
+        if not 0 <= max_bad_fraction <= 1:
+            raise FastStyleError(f"data.max_bad_fraction must be within [0, 1], got {max_bad_fraction}")
+        self.root = root
+        self.image_size = image_size
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.num_sample_images = num_sample_images
+        self.max_bad_fraction = max_bad_fraction
+        self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers
+        self.files = find_images(root)
+        self.train_set = ImageFolderDataset(self.files, image_size, random_crop=True)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(
+            self.train_set,
+            batch_size=self.batch_size,
+            shuffle=True,
+            num_workers=self.num_workers,
+            collate_fn=collate_skip_bad,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers and self.num_workers > 0,
+            drop_last=len(self.train_set) >= self.batch_size,
+        )
+
+    def sample_images(self) -> torch.Tensor:
+        """The first readable ``num_sample_images`` images, center-cropped: the same every call."""
+        dataset = ImageFolderDataset(self.files, self.image_size, random_crop=False)
+        picked: list[torch.Tensor] = []
+        for index in range(len(dataset)):
+            if len(picked) >= self.num_sample_images:
+                break
+            image = dataset[index]
+            if isinstance(image, torch.Tensor):
+                picked.append(image)
+        if not picked:
+            raise FastStyleError(f"none of the images under {self.root} could be read")
+        return torch.stack(picked)

@@ -1,0 +1,43 @@
+"""Frozen VGG features, Gram matrices and the perceptual loss."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+from fast_style.losses.perceptual import PerceptualLoss, gram_matrix, total_variation
+from fast_style.losses.vgg import NETWORKS, VGGFeatures, layer_index_map, load_vgg_features
+
+__all__ = [
+    "NETWORKS",
+    "PerceptualLoss",
+    "VGGFeatures",
+    "build_perceptual_loss",
+    "gram_matrix",
+    "layer_index_map",
+    "load_vgg_features",
+    "total_variation",
+]
+
+
+def build_perceptual_loss(
+    network: str = "vgg16",
+    weights: str | os.PathLike[str] | None = "imagenet",
+    content_layers: Sequence[str] = ("relu2_2",),
+    style_layers: Sequence[str] = ("relu1_2", "relu2_2", "relu3_3", "relu4_3"),
+    style_layer_weights: Sequence[float] | Mapping[str, float] | None = None,
+    content_weight: float = 1.0,
+    style_weight: float = 1.0,
+    tv_weight: float = 0.0,
+) -> PerceptualLoss:
+    """A ``PerceptualLoss`` over a frozen torchvision VGG; the ``_target_`` of the ``loss`` configs."""
+    encoder = VGGFeatures(list(content_layers) + list(style_layers), network=network, weights=weights)
+    return PerceptualLoss(
+        encoder,
+        content_layers=content_layers,
+        style_layers=style_layers,
+        style_layer_weights=style_layer_weights,
+        content_weight=content_weight,
+        style_weight=style_weight,
+        tv_weight=tv_weight,
+    )

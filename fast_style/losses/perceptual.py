@@ -1,0 +1,152 @@
+"""Gram matrices, total variation, and the perceptual loss shared by training and optimization."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from fast_style.errors import FastStyleError
+
+__all__ = ["PerceptualLoss", "gram_matrix", "total_variation"]
+
+
+def gram_matrix(features: torch.Tensor) -> torch.Tensor:
+    """``(B, C, H, W) -> (B, C, C)`` feature correlations, divided by ``C * H * W``."""
+    b, c, h, w = features.shape
+    flat = features.reshape(b, c, h * w)
+    return torch.bmm(flat, flat.transpose(1, 2)) / (c * h * w)
+
+
+def total_variation(images: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference between vertically and horizontally adjacent pixels (summed)."""
+    dy = images[..., 1:, :] - images[..., :-1, :]
+    dx = images[..., :, 1:] - images[..., :, :-1]
+    return dy.pow(2).mean() + dx.pow(2).mean()
+
+
+class PerceptualLoss(nn.Module):
+    """Content + Gram style + total-variation loss over a frozen feature encoder.
+
+    ``encoder(images, layers)`` must return a dict of activations for [0, 1] images (``VGGFeatures``
+    does). Style targets are Gram matrices of batch size 1, computed once by ``set_style_image`` and
+    broadcast over any batch. Content targets come either from the ``content`` argument of ``forward``
+    (feed-forward training) or from ``set_content_image`` (per-image optimization).
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        content_layers: Sequence[str] = ("relu2_2",),
+        style_layers: Sequence[str] = ("relu1_2", "relu2_2", "relu3_3", "relu4_3"),
+        style_layer_weights: Sequence[float] | Mapping[str, float] | None = None,
+        content_weight: float = 1.0,
+        style_weight: float = 1.0,
+        tv_weight: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.content_layers = list(content_layers)
+        self.style_layers = list(style_layers)
+        if not self.content_layers and not self.style_layers:
+            raise FastStyleError("the perceptual loss needs at least one content or style layer")
+        self.style_layer_weights = self._layer_weights(style_layer_weights)
+        self.content_weight = float(content_weight)
+        self.style_weight = float(style_weight)
+        self.tv_weight = float(tv_weight)
+        self._content_targets: dict[str, torch.Tensor] = {}
+
+    def _layer_weights(self, weights: Sequence[float] | Mapping[str, float] | None) -> dict[str, float]:
+        if weights is None:
+            return {name: 1.0 for name in self.style_layers}
+        if isinstance(weights, Mapping):
+            unknown = set(weights) - set(self.style_layers)
+            if unknown:
+                raise FastStyleError(f"style_layer_weights names layers that are not style layers: {sorted(unknown)}")
+            return {name: float(weights.get(name, 1.0)) for name in self.style_layers}
+        weights = list(weights)
+        if len(weights) != len(self.style_layers):
+            raise FastStyleError(
+                f"style_layer_weights has {len(weights)} values for {len(self.style_layers)} style layers"
+            )
+        return {name: float(w) for name, w in zip(self.style_layers, weights)}
+
+    @property
+    def has_style(self) -> bool:
+        return all(hasattr(self, f"style_gram_{name}") for name in self.style_layers)
+
+    @torch.no_grad()
+    def set_style_image(
+        self, images: torch.Tensor | Sequence[torch.Tensor], blend: Sequence[float] | None = None
+    ) -> None:
+        """Compute the Gram targets from one style image ``(1, 3, H, W)``, or blend several."""
+        if isinstance(images, torch.Tensor):
+            images = [images]
+        if not images:
+            raise FastStyleError("at least one style image is needed")
+        blend = [1.0] * len(images) if blend is None else [float(b) for b in blend]
+        if len(blend) != len(images) or sum(blend) <= 0 or min(blend) < 0:
+            raise FastStyleError(f"style blend weights {blend} must be {len(images)} non-negative numbers, not all 0")
+        total = sum(blend)
+        grams: dict[str, torch.Tensor] = {}
+        for image, weight in zip(images, blend):
+            if image.dim() == 3:
+                image = image.unsqueeze(0)
+            if image.shape[0] != 1:
+                raise FastStyleError(f"a style image must have batch size 1, got {image.shape[0]}")
+            feats = self.encoder(image, self.style_layers)
+            for name in self.style_layers:
+                g = gram_matrix(feats[name]) * (weight / total)
+                grams[name] = grams[name] + g if name in grams else g
+        for name, g in grams.items():
+            self.register_buffer(f"style_gram_{name}", g.detach(), persistent=False)
+
+    @torch.no_grad()
+    def set_content_image(self, image: torch.Tensor) -> None:
+        """Fix the content targets, for optimizing one image against one content photo."""
+        feats = self.encoder(image, self.content_layers) if self.content_layers else {}
+        self._content_targets = {name: f.detach() for name, f in feats.items()}
+
+    def _apply(self, fn, recurse: bool = True):  # type: ignore[override]
+        super()._apply(fn, recurse)
+        self._content_targets = {k: fn(v) for k, v in self._content_targets.items()}
+        return self
+
+    def forward(self, images: torch.Tensor, content: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Weighted ``content``, ``style`` and ``tv`` terms and their ``total`` for ``images`` in [0, 1]."""
+        if self.style_layers and not self.has_style:
+            raise RuntimeError("call set_style_image before computing the loss")
+        feats = self.encoder(images, list(dict.fromkeys(self.content_layers + self.style_layers)))
+        zero = images.new_zeros(())
+
+        content_loss = zero
+        if self.content_layers:
+            if content is not None:
+                with torch.no_grad():
+                    targets = self.encoder(content, self.content_layers)
+            elif self._content_targets:
+                targets = self._content_targets
+            else:
+                raise RuntimeError("pass content images or call set_content_image first")
+            for name in self.content_layers:
+                target = targets[name]
+                if target.shape[0] != feats[name].shape[0]:
+                    target = target.expand_as(feats[name])
+                content_loss = content_loss + F.mse_loss(feats[name], target)
+
+        style_loss = zero
+        for name in self.style_layers:
+            gram = gram_matrix(feats[name])
+            target = getattr(self, f"style_gram_{name}").expand_as(gram)
+            style_loss = style_loss + self.style_layer_weights[name] * F.mse_loss(gram, target)
+
+        tv_loss = total_variation(images) if self.tv_weight else zero
+        terms = {
+            "content": self.content_weight * content_loss,
+            "style": self.style_weight * style_loss,
+            "tv": self.tv_weight * tv_loss,
+        }
+        terms["total"] = terms["content"] + terms["style"] + terms["tv"]
+        return terms

@@ -1,0 +1,165 @@
+"""The LightningModule that trains a transform network against a frozen perceptual loss."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable, Iterable
+from functools import partial
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import TensorBoardLogger
+from torch import nn
+from torchvision.utils import make_grid
+
+from fast_style.errors import FastStyleError
+from fast_style.losses import PerceptualLoss
+from fast_style.models import model_config
+
+__all__ = ["StyleTransferModule"]
+
+log = logging.getLogger(__name__)
+
+# The frozen loss network is in eval mode on purpose.
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode", category=UserWarning)
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
+
+
+class StyleTransferModule(pl.LightningModule):
+    """Trains ``net`` to minimise ``loss(net(x), x)`` on content photos ``x``.
+
+    Only ``net`` is trainable and only ``net`` is saved: the frozen loss network is rebuilt from the
+    config on every run, so checkpoints stay small and never carry VGG weights.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        loss: PerceptualLoss,
+        optimizer: OptimizerFactory = partial(torch.optim.Adam, lr=1e-3),
+        scheduler: SchedulerFactory | None = None,
+        log_images_every_n_steps: int = 200,
+        style_name: str = "",
+        run_config: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.loss_fn = loss
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.log_images_every_n_steps = log_images_every_n_steps
+        self.style_name = style_name
+        self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler"])
+        self._bad_indices: set[int] = set()
+        self._samples: torch.Tensor | None = None
+
+    # -- the step -------------------------------------------------------------------------------
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
+
+    def training_step(self, batch: tuple[torch.Tensor | None, list[int]], batch_idx: int) -> torch.Tensor | None:
+        images, bad = batch
+        self._count_bad(bad)
+        if images is None:
+            return None  # every image of this batch was unreadable: skip the step
+        terms = self.loss_fn(self.net(images), images)
+        total = terms["total"]
+        if not torch.isfinite(total):
+            detail = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
+            raise FastStyleError(
+                f"non-finite loss at step {self.global_step} ({detail}); training stopped. "
+                "Lower optimizer.lr or the loss weights, or resume from an earlier checkpoint."
+            )
+        self.log_dict({f"train/{k}": v.detach() for k, v in terms.items() if k != "total"}, on_step=True)
+        self.log("train/total", total.detach(), on_step=True, prog_bar=True)
+        return total
+
+    def _count_bad(self, bad: list[int]) -> None:
+        if not bad:
+            return
+        self._bad_indices.update(bad)
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None:
+            return
+        allowed = datamodule.max_bad_fraction * len(datamodule.files)
+        log.warning("%d unreadable training image(s) skipped so far", len(self._bad_indices))
+        if len(self._bad_indices) > allowed:
+            raise FastStyleError(
+                f"{len(self._bad_indices)} of {len(datamodule.files)} training images are unreadable, more "
+                f"than data.max_bad_fraction={datamodule.max_bad_fraction}; check {datamodule.root}"
+            )
+
+    # -- optimisation ---------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.net.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # -- TensorBoard samples --------------------------------------------------------------------
+    def on_train_start(self) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None and hasattr(datamodule, "sample_images"):
+            self._samples = datamodule.sample_images()
+        self._log_samples()
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        n = self.log_images_every_n_steps
+        if n and n > 0 and self.global_step % n == 0:
+            self._log_samples()
+
+    def on_train_end(self) -> None:
+        self._log_samples()
+
+    @torch.no_grad()
+    def _log_samples(self) -> None:
+        if self._samples is None or not self.trainer.is_global_zero:
+            return
+        logger = next((lg for lg in self.loggers if isinstance(lg, TensorBoardLogger)), None)
+        if logger is None:
+            return
+        content = self._samples.to(self.device)
+        was_training = self.net.training
+        self.net.eval()
+        stylized = self.net(content).clamp(0, 1)
+        self.net.train(was_training)
+        pairs = torch.stack([content, stylized], dim=1).flatten(0, 1)  # content, stylized, content, ...
+        grid = make_grid(pairs.float().cpu(), nrow=2, padding=2, pad_value=1.0)
+        logger.experiment.add_image("samples/content_stylized", grid, global_step=self.global_step)
+
+    # -- checkpoints: the transform network only -------------------------------------------------
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        state = super().state_dict(*args, **kwargs)
+        for key in [k for k in state if k.startswith("loss_fn.")]:
+            del state[key]
+        return state
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        result = super().load_state_dict(state_dict, strict=False, assign=assign)
+        if strict:
+            missing = [k for k in result.missing_keys if not k.startswith("loss_fn.")]
+            if missing or result.unexpected_keys:
+                raise RuntimeError(
+                    f"checkpoint does not match the network: missing {missing[:5]}, "
+                    f"unexpected {result.unexpected_keys[:5]}"
+                )
+        return result
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["fast_style"] = {
+            "model": model_config(self.net),
+            "style_name": self.style_name,
+            "loss": {
+                "network": getattr(self.loss_fn.encoder, "network", None),
+                "content_layers": self.loss_fn.content_layers,
+                "style_layers": self.loss_fn.style_layers,
+                "content_weight": self.loss_fn.content_weight,
+                "style_weight": self.loss_fn.style_weight,
+                "tv_weight": self.loss_fn.tv_weight,
+            },
+        }
