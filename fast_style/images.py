@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
-from torchvision.transforms.functional import pil_to_tensor, to_pil_image
 
 from fast_style.errors import FastStyleError
+from fast_style.files import atomic_path
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -66,7 +66,9 @@ def resize_long_side(img: Image.Image, size: int | None) -> Image.Image:
 
 def image_to_tensor(img: Image.Image) -> torch.Tensor:
     """RGB PIL image -> ``(1, 3, H, W)`` float32 tensor in [0, 1]."""
-    return pil_to_tensor(img.convert("RGB")).float().div_(255).unsqueeze(0)
+    rgb = img.convert("RGB")
+    pixels = torch.from_numpy(np.array(rgb)).permute(2, 0, 1)
+    return pixels.float().div_(255).unsqueeze(0)
 
 
 def load_image_tensor(path: str | os.PathLike[str], size: int | None = None) -> torch.Tensor:
@@ -80,22 +82,17 @@ def tensor_to_image(tensor: torch.Tensor) -> Image.Image:
         if tensor.shape[0] != 1:
             raise ValueError(f"expected one image, got a batch of {tensor.shape[0]}")
         tensor = tensor[0]
-    return to_pil_image(tensor.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).cpu())
+    pixels = tensor.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8)
+    hwc = pixels.permute(1, 2, 0).contiguous().cpu()
+    return Image.fromarray(hwc.numpy())
 
 
 def save_image(img: Image.Image, path: str | os.PathLike[str], **params: object) -> Path:
     """Write ``img`` atomically: a temporary file in the same folder, then a rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if fmt is None:
         raise FastStyleError(f"unknown image extension {path.suffix!r} for {path}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            img.save(fh, format=fmt, **params)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        img.save(tmp, format=fmt, **params)
     return path
