@@ -6,11 +6,10 @@ import os
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Callable
-
 import torch
 from torch import nn
 from torchvision import models
+from torchvision.models.vgg import cfgs, make_layers
 
 from fast_style.errors import FastStyleError
 
@@ -26,12 +25,18 @@ __all__ = [
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-# name -> (builder of the randomly initialised model, ImageNet weights enum entry)
-NETWORKS: dict[str, tuple[Callable[..., nn.Module], models.WeightsEnum]] = {
-    "vgg16": (models.vgg16, models.VGG16_Weights.IMAGENET1K_V1),
-    "vgg16_bn": (models.vgg16_bn, models.VGG16_BN_Weights.IMAGENET1K_V1),
-    "vgg19": (models.vgg19, models.VGG19_Weights.IMAGENET1K_V1),
+# name -> (torchvision layer config, batch norm, ImageNet weights enum entry)
+NETWORKS: dict[str, tuple[str, bool, models.WeightsEnum]] = {
+    "vgg16": ("D", False, models.VGG16_Weights.IMAGENET1K_V1),
+    "vgg16_bn": ("D", True, models.VGG16_BN_Weights.IMAGENET1K_V1),
+    "vgg19": ("E", False, models.VGG19_Weights.IMAGENET1K_V1),
 }
+
+
+def _build_features(network: str) -> nn.Sequential:
+    """torchvision's ``vgg*().features`` stack, randomly initialised, without the classifier."""
+    cfg, batch_norm, _ = NETWORKS[network]
+    return make_layers(cfgs[cfg], batch_norm=batch_norm)
 
 
 def _check_network(network: str) -> None:
@@ -56,15 +61,14 @@ def _name_layers(features: nn.Sequential) -> dict[str, int]:
 def layer_index_map(network: str) -> dict[str, int]:
     """``{"relu1_1": 1, "relu1_2": 3, ...}``: layer names to indices in torchvision's ``features``."""
     _check_network(network)
-    builder, _ = NETWORKS[network]
     with torch.device("meta"):
-        features = builder(weights=None).features
+        features = _build_features(network)
     return _name_layers(features)
 
 
 def _imagenet_state_dict(network: str) -> dict[str, torch.Tensor]:
     """The ``features`` part of torchvision's ImageNet checkpoint, from the torch hub cache or the web."""
-    _, weights = NETWORKS[network]
+    weights = NETWORKS[network][2]
     cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
     try:
         full = weights.get_state_dict(progress=False, check_hash=False)
@@ -101,9 +105,8 @@ def _load_strict(features: nn.Sequential, state: Mapping[str, torch.Tensor], net
     keys that fit no layer of the full network mean the file is for another network.
     """
     expected = features.state_dict()
-    builder, _ = NETWORKS[network]
     with torch.device("meta"):
-        known = set(builder(weights=None).features.state_dict())
+        known = set(_build_features(network).state_dict())
     unknown = sorted(set(state) - known, key=str)
     if unknown:
         raise FastStyleError(
@@ -128,8 +131,7 @@ def _load_strict(features: nn.Sequential, state: Mapping[str, torch.Tensor], net
 def load_vgg_features(network: str, weights: str | os.PathLike[str] | None, last_index: int) -> nn.Sequential:
     """``features[: last_index + 1]`` of a torchvision VGG, with weights from ``imagenet``, a file or ``none``."""
     _check_network(network)
-    builder, _ = NETWORKS[network]
-    features = builder(weights=None).features[: last_index + 1]
+    features = _build_features(network)[: last_index + 1]
     source = "none" if weights is None else str(weights)
     if source.lower() == "none":
         warnings.warn(

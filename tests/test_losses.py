@@ -1,0 +1,217 @@
+"""Gram matrices, TV, the VGG layer maps, weight loading, and the perceptual loss."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from fast_style.errors import FastStyleError
+from fast_style.losses import (
+    PerceptualLoss,
+    VGGFeatures,
+    build_perceptual_loss,
+    gram_matrix,
+    layer_index_map,
+    total_variation,
+)
+from fast_style.losses.vgg import _build_features
+
+pytestmark = pytest.mark.filterwarnings("ignore:loss.weights=none")
+
+
+def test_gram_matrix_hand_computed():
+    # One image, C=2 channels, 1x2 pixels: f0 = [1, 2], f1 = [3, 4]; divide by C*H*W = 4.
+    feats = torch.tensor([[[[1.0, 2.0]], [[3.0, 4.0]]]])
+    expected = torch.tensor([[[1 + 4, 3 + 8], [3 + 8, 9 + 16]]]) / 4.0
+    assert torch.allclose(gram_matrix(feats), expected)
+
+
+def test_total_variation_hand_computed():
+    img = torch.tensor([[[[0.0, 1.0], [2.0, 4.0]]]])
+    # vertical diffs: 2, 3 -> mean sq 6.5 ; horizontal diffs: 1, 2 -> mean sq 2.5
+    assert total_variation(img).item() == pytest.approx(9.0)
+
+
+CHANNELS = {"1": 64, "2": 128, "3": 256, "4": 512, "5": 512}
+
+
+@pytest.mark.parametrize("network", ["vgg16", "vgg16_bn", "vgg19"])
+def test_layer_map_points_at_relus_with_the_right_width(network):
+    index = layer_index_map(network)
+    features = _build_features(network)
+    expected_convs = {"vgg16": 13, "vgg16_bn": 13, "vgg19": 16}[network]
+    assert len(index) == expected_convs
+    for name, i in index.items():
+        assert isinstance(features[i], nn.ReLU), name
+        conv = next(m for m in reversed(features[:i]) if isinstance(m, nn.Conv2d))
+        assert conv.out_channels == CHANNELS[name[4]], name
+    x = torch.rand(1, 3, 32, 32)
+    vgg = VGGFeatures(["relu1_2", "relu3_3", "relu4_3"], network=network, weights="none")
+    out = vgg(x)
+    assert {k: v.shape[1] for k, v in out.items()} == {"relu1_2": 64, "relu3_3": 256, "relu4_3": 512}
+    assert all(v.min() >= 0 for v in out.values())
+
+
+def test_vgg16_bn_indices_match_the_published_map():
+    index = layer_index_map("vgg16_bn")
+    assert (index["relu1_2"], index["relu2_2"], index["relu3_3"], index["relu4_3"]) == (5, 12, 22, 32)
+    assert layer_index_map("vgg16")["relu4_3"] == 22
+
+
+def test_extractor_stops_at_the_deepest_layer_and_is_frozen():
+    vgg = VGGFeatures(["relu2_2"], network="vgg16", weights="none")
+    assert len(vgg.features) == layer_index_map("vgg16")["relu2_2"] + 1
+    assert not any(p.requires_grad for p in vgg.parameters())
+    parent = nn.Sequential(vgg)
+    parent.train()
+    assert not vgg.training
+
+
+def _features_file(tmp_path, network="vgg16", upto=10, shape_fix=None):
+    features = _build_features(network)[:upto]
+    state = features.state_dict()
+    if shape_fix:
+        state[shape_fix] = torch.zeros(3, 3)
+    path = tmp_path / "features.pt"
+    torch.save(state, path)
+    return path, state
+
+
+def test_weights_from_path_load_strictly(tmp_path):
+    path, state = _features_file(tmp_path, upto=10)
+    vgg = VGGFeatures(["relu2_2"], network="vgg16", weights=str(path))
+    assert torch.equal(vgg.features[0].weight, state["0.weight"])
+    assert torch.equal(vgg.features[7].bias, state["7.bias"])
+
+
+def test_weights_with_a_wrong_shape_are_rejected(tmp_path):
+    path, _ = _features_file(tmp_path, upto=10, shape_fix="2.weight")
+    with pytest.raises(FastStyleError, match=r"2\.weight has shape \(3, 3\), expected \(64, 64, 3, 3\)"):
+        VGGFeatures(["relu2_2"], network="vgg16", weights=str(path))
+
+
+def test_weights_of_another_network_are_rejected(tmp_path):
+    path, _ = _features_file(tmp_path, network="vgg16_bn", upto=10)
+    with pytest.raises(FastStyleError, match="does not fit vgg16.features"):
+        VGGFeatures(["relu2_2"], network="vgg16", weights=str(path))
+
+
+def test_weights_too_shallow_for_the_layers_are_rejected(tmp_path):
+    path, _ = _features_file(tmp_path, upto=5)
+    with pytest.raises(FastStyleError, match="missing keys"):
+        VGGFeatures(["relu3_3"], network="vgg16", weights=str(path))
+
+
+def test_weights_file_that_is_not_a_state_dict(tmp_path):
+    path = tmp_path / "junk.pt"
+    path.write_bytes(b"definitely not a checkpoint")
+    with pytest.raises(FastStyleError, match="cannot read loss weights"):
+        VGGFeatures(["relu2_2"], network="vgg16", weights=str(path))
+
+
+def test_missing_imagenet_weights_offline_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))
+    with pytest.raises(FastStyleError) as info:
+        VGGFeatures(["relu2_2"], network="vgg16", weights="imagenet")
+    message = str(info.value)
+    assert str(tmp_path / "empty_torch_home" / "hub" / "checkpoints" / "vgg16-397923af.pth") in message
+    assert "loss.weights=<path" in message
+
+
+def test_random_weights_warn_loudly():
+    with pytest.warns(UserWarning, match="RANDOMLY INITIALISED"):
+        VGGFeatures(["relu1_2"], network="vgg16", weights="none")
+
+
+def test_unknown_layer_and_network_are_clear_errors():
+    with pytest.raises(FastStyleError, match="unknown vgg16 layer"):
+        VGGFeatures(["relu9_9"], network="vgg16", weights="none")
+    with pytest.raises(FastStyleError, match="unknown loss network 'resnet'"):
+        VGGFeatures(["relu1_1"], network="resnet", weights="none")
+
+
+@pytest.fixture(scope="module")
+def loss() -> PerceptualLoss:
+    torch.manual_seed(0)
+    loss = build_perceptual_loss("vgg16", "none", content_weight=1.0, style_weight=1e5, tv_weight=1.0)
+    loss.set_style_image(torch.rand(1, 3, 40, 40))
+    return loss
+
+
+def test_perceptual_loss_zero_for_identical_images(loss):
+    style = torch.rand(1, 3, 32, 32)
+    loss.set_style_image(style)
+    terms = loss(style, content=style)
+    assert terms["content"].item() == 0
+    assert terms["style"].item() == pytest.approx(0, abs=1e-12)
+
+
+def test_perceptual_loss_positive_for_different_images(loss):
+    loss.set_style_image(torch.rand(1, 3, 40, 40))
+    x, c = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    terms = loss(x, content=c)
+    assert set(terms) == {"content", "style", "tv", "total"}
+    assert all(terms[k].item() > 0 for k in terms)
+    assert terms["total"].item() == pytest.approx(sum(terms[k].item() for k in ("content", "style", "tv")))
+
+
+def test_style_targets_are_batch_one_and_broadcast(loss):
+    loss.set_style_image(torch.rand(1, 3, 40, 40))
+    assert loss.style_gram_relu3_3.shape == (1, 256, 256)
+    one = loss(torch.ones(1, 3, 32, 32) * 0.3, content=torch.rand(1, 3, 32, 32))["style"]
+    four = loss(torch.ones(4, 3, 32, 32) * 0.3, content=torch.rand(4, 3, 32, 32))["style"]
+    assert one.item() == pytest.approx(four.item(), rel=1e-5)
+
+
+def test_blended_style_targets_are_weighted_grams(loss):
+    a, b = torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32)
+    loss.set_style_image(a)
+    ga = loss.style_gram_relu1_2.clone()
+    loss.set_style_image(b)
+    gb = loss.style_gram_relu1_2.clone()
+    loss.set_style_image([a, b], blend=[3, 1])
+    assert torch.allclose(loss.style_gram_relu1_2, 0.75 * ga + 0.25 * gb, atol=1e-7)
+
+
+def test_per_layer_style_weights_scale_their_layer():
+    torch.manual_seed(0)
+    encoder = VGGFeatures(["relu1_2", "relu2_2"], network="vgg16", weights="none")
+    x, s = torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32)
+    only1 = PerceptualLoss(encoder, [], ["relu1_2", "relu2_2"], [1.0, 0.0])
+    only2 = PerceptualLoss(encoder, [], ["relu1_2", "relu2_2"], [0.0, 1.0])
+    both = PerceptualLoss(encoder, [], ["relu1_2", "relu2_2"], {"relu1_2": 2.0, "relu2_2": 1.0})
+    for loss in (only1, only2, both):
+        loss.set_style_image(s)
+    s1, s2, sb = (loss(x)["style"].item() for loss in (only1, only2, both))
+    assert sb == pytest.approx(2 * s1 + s2, rel=1e-5)
+
+
+def test_gradients_reach_the_image_not_the_vgg(loss):
+    loss.set_style_image(torch.rand(1, 3, 32, 32))
+    x = torch.rand(1, 3, 32, 32, requires_grad=True)
+    loss(x, content=torch.rand(1, 3, 32, 32))["total"].backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert all(p.grad is None for p in loss.encoder.parameters())
+
+
+def test_loss_module_has_nothing_to_save_but_the_vgg(loss):
+    # The style targets are recomputed from the style image; only encoder weights are state.
+    assert all(k.startswith("encoder.") for k in loss.state_dict())
+
+
+def test_cli_reports_missing_imagenet_weights_without_traceback(tmp_path, image_folder, style_path):
+    env = {"TORCH_HOME": str(tmp_path / "empty"), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "fast_style.cli.main", "train", f"style_image={style_path}",
+         f"data.root={image_folder}", "loss.weights=imagenet", f"hydra.run.dir={tmp_path / 'run'}"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("fast-style train: error: ImageNet weights for vgg16")
+    assert "vgg16-397923af.pth" in last and "loss.weights=<path" in last

@@ -1,0 +1,42 @@
+"""The transform network: shapes, value range, any input size."""
+
+import pytest
+import torch
+
+from fast_style.models import TransformerNet, build_model, model_config
+
+
+@pytest.mark.parametrize("size", [(32, 32), (33, 47), (30, 61), (5, 7)])
+def test_any_size_in_any_size_out_in_unit_range(size):
+    net = TransformerNet(channels=(4, 8, 8), num_residual=1)
+    x = torch.rand(2, 3, *size)
+    y = net(x)
+    assert y.shape == x.shape
+    assert 0 <= y.min().item() and y.max().item() <= 1
+
+
+def test_default_architecture_matches_johnson():
+    net = TransformerNet()
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.kernel_size for c in (convs[0], convs[-1])] == [(9, 9), (9, 9)]
+    assert [c.stride for c in convs[1:3]] == [(2, 2), (2, 2)]
+    assert len(net.residuals) == 5
+    assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in net.modules())
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.InstanceNorm2d)]
+    assert norms and all(n.affine for n in norms)
+    assert any(isinstance(m, torch.nn.ReflectionPad2d) for m in net.modules())
+
+
+def test_registry_rebuilds_from_config():
+    net = TransformerNet(channels=(8, 16, 16), num_residual=2)
+    cfg = model_config(net)
+    assert cfg == {"arch": "johnson", "kwargs": {"channels": [8, 16, 16], "num_residual": 2}}
+    clone = build_model(cfg["arch"], **cfg["kwargs"])
+    clone.load_state_dict(net.state_dict(), strict=True)
+    x = torch.rand(1, 3, 20, 24)
+    assert torch.equal(clone(x), net(x))
+
+
+def test_unknown_architecture_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown architecture 'nope'"):
+        build_model("nope")

@@ -1,0 +1,168 @@
+"""Training through the real ``fast-style train`` entry point on tiny generated images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from fast_style.cli.main import main
+
+pytestmark = pytest.mark.filterwarnings("ignore:loss.weights=none", "ignore::UserWarning")
+
+TINY = [
+    "loss.network=vgg16",
+    "loss.weights=none",
+    "data.image_size=32",
+    "data.batch_size=2",
+    "data.num_workers=0",
+    "data.num_sample_images=2",
+    "model.channels=[4,8,8]",
+    "model.num_residual=1",
+    "style_size=32",
+    "trainer.accelerator=cpu",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "trainer.log_every_n_steps=1",
+    "trainer.max_epochs=-1",
+]
+
+
+def train(run_dir: Path, image_folder: Path, style_path: Path, *extra: str) -> int:
+    return main(
+        ["train", f"style_image={style_path}", f"data.root={image_folder}", f"hydra.run.dir={run_dir}", *TINY, *extra]
+    )
+
+
+def events(run_dir: Path) -> EventAccumulator:
+    acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0, "images": 0})
+    acc.Reload()
+    return acc
+
+
+def test_train_writes_checkpoint_scalars_and_images(tmp_path, image_folder, style_path):
+    run = tmp_path / "run"
+    assert train(run, image_folder, style_path, "trainer.max_steps=3", "log_images_every_n_steps=2") == 0
+
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 3
+    keys = list(ckpt["state_dict"])
+    assert keys and all(k.startswith("net.") for k in keys)  # no VGG, no style targets
+    assert ckpt["fast_style"]["model"] == {"arch": "johnson", "kwargs": {"channels": [4, 8, 8], "num_residual": 1}}
+    assert ckpt["fast_style"]["style_name"] == "style"
+    assert "optimizer_states" in ckpt and ckpt["optimizer_states"]
+
+    acc = events(run)
+    tags = acc.Tags()
+    for term in ("content", "style", "tv", "total"):
+        assert f"train/{term}" in tags["scalars"]
+    assert [e.step for e in acc.Scalars("train/total")] == [0, 1, 2]
+    images = acc.Images("samples/content_stylized")
+    assert [e.step for e in images][:2] == [0, 2]
+    assert images[0].width == 2 * 32 + 3 * 2 and images[0].height == 2 * 32 + 3 * 2  # 2x2 grid, padding 2
+    assert (run / ".hydra" / "config.yaml").is_file()
+
+
+def test_resume_from_last_continues_step_count_and_logging(tmp_path, image_folder, style_path):
+    run = tmp_path / "run"
+    assert train(run, image_folder, style_path, "trainer.max_steps=2") == 0
+    first = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert first["global_step"] == 2
+
+    assert train(run, image_folder, style_path, "trainer.max_steps=4", "ckpt_path=last") == 0
+    second = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert second["global_step"] == 4
+    # Adam's step counter went on from the restored state instead of restarting at zero.
+    adam_state = second["optimizer_states"][0]["state"][0]
+    assert int(adam_state["step"]) == 4
+    steps = [e.step for e in events(run).Scalars("train/total")]
+    assert steps[:2] == [0, 1] and steps[-2:] == [2, 3]
+
+
+def test_resume_without_a_last_checkpoint_is_a_clear_error(tmp_path, image_folder, style_path, capsys):
+    code = train(tmp_path / "fresh", image_folder, style_path, "trainer.max_steps=2", "ckpt_path=last")
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "ckpt_path=last but there is no" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "setup, expected",
+    [
+        ("missing", "data folder not found"),
+        ("empty", "no images"),
+    ],
+)
+def test_bad_data_folder_is_a_clear_error_before_training(tmp_path, style_path, capsys, setup, expected):
+    folder = tmp_path / "data"
+    if setup == "empty":
+        folder.mkdir()
+        (folder / "notes.txt").write_text("not an image")
+    code = train(tmp_path / "run", folder, style_path, "trainer.max_steps=2")
+    assert code == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_missing_style_image_is_a_clear_error(tmp_path, image_folder, capsys):
+    code = train(tmp_path / "run", image_folder, tmp_path / "nope.jpg", "trainer.max_steps=2")
+    assert code == 2
+    assert "image not found" in capsys.readouterr().err
+
+
+def test_style_image_is_required(tmp_path, image_folder, capsys):
+    code = main(["train", f"data.root={image_folder}", f"hydra.run.dir={tmp_path}", *TINY])
+    assert code == 2
+    assert "missing style_image" in capsys.readouterr().err
+
+
+def test_corrupt_images_are_skipped_and_counted(tmp_path, image_folder, style_path, capfd):
+    (image_folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated jpeg")
+    run = tmp_path / "run"
+    code = train(run, image_folder, style_path, "trainer.max_steps=6", "data.max_bad_fraction=0.5")
+    assert code == 0
+    out = capfd.readouterr().out
+    assert "skipping unreadable image" in out and "broken.jpg" in out
+    assert "1 unreadable training image(s) skipped so far" in out
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 6
+
+
+def test_too_many_corrupt_images_stop_training(tmp_path, image_folder, style_path, capsys):
+    for i in range(4):
+        (image_folder / f"broken{i}.png").write_bytes(b"not a png")
+    code = train(tmp_path / "run", image_folder, style_path, "trainer.max_steps=20", "data.max_bad_fraction=0.2")
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "training images are unreadable" in err and "data.max_bad_fraction=0.2" in err
+
+
+def test_non_finite_loss_stops_with_a_clear_error(tmp_path, image_folder, style_path, capsys):
+    code = train(tmp_path / "run", image_folder, style_path, "trainer.max_steps=3", "loss.style_weight=nan")
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "non-finite loss at step 0" in err and "Traceback" not in err
+
+
+def test_documented_override_keys_exist():
+    from hydra import compose, initialize_config_dir
+
+    from fast_style.cli.hydra_app import config_dir
+
+    overrides = [
+        "style_image=s.jpg", "data.root=d", "data.image_size=64", "data.batch_size=2",
+        "loss.network=vgg19", "loss.weights=none", "trainer.max_steps=5", "trainer.accelerator=cpu",
+        "ckpt_path=last",
+    ]
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        for experiment in ("smoke", "coco"):
+            cfg = compose("train", overrides=[*overrides, f"experiment={experiment}"], return_hydra_config=True)
+            assert cfg.loss.network == "vgg19" and cfg.data.image_size == 64 and cfg.trainer.max_steps == 5
+        default = compose("train", overrides=["style_image=s.jpg"])
+    assert default.loss.content_layers == ["relu2_2"]
+    assert default.loss.style_layers == ["relu1_2", "relu2_2", "relu3_3", "relu4_3"]
+    assert default.loss.network == "vgg16" and default.loss.weights == "imagenet"
+    assert default.optimizer.lr == 1e-3 and default.data.batch_size == 4 and default.data.image_size == 256
+    assert default.trainer.max_epochs == 2
