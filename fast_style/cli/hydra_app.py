@@ -43,8 +43,14 @@ def user_error(exc: BaseException) -> str | None:
     return None
 
 
-def run_hydra_task(command: str, task: Callable[[DictConfig], object], argv: Sequence[str] | None) -> int:
-    """Run ``task`` under ``hydra.main`` with ``configs/<command>.yaml``; return an exit code."""
+def run_hydra_task(
+    command: str, task: Callable[[DictConfig], object], argv: Sequence[str] | None, script: str | None = None
+) -> int:
+    """Run ``task`` under ``hydra.main`` with ``configs/<command>.yaml``; return an exit code.
+
+    ``script`` is a file that runs the same command as ``python script key=value ...``: Lightning's
+    DDP launcher starts the other ranks by re-running ``sys.argv[0]`` with the same overrides.
+    """
     import hydra
 
     try:
@@ -68,7 +74,7 @@ def run_hydra_task(command: str, task: Callable[[DictConfig], object], argv: Seq
             raise SystemExit(2) from None
 
     saved = sys.argv
-    sys.argv = [f"fast-style {command}", *(sys.argv[1:] if argv is None else argv)]
+    sys.argv = [script or f"fast-style {command}", *(sys.argv[1:] if argv is None else argv)]
     try:
         entry()
     except SystemExit as exc:

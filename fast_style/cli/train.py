@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -72,4 +73,8 @@ def train(cfg: DictConfig) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``fast-style train``."""
-    return run_hydra_task("train", train, argv)
+    return run_hydra_task("train", train, argv, script=__file__)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
