@@ -3,12 +3,13 @@
 import pytest
 import torch
 
-from fast_style.models import TransformerNet, build_model, model_config
+from fast_style.models import FastTransformerNet, TransformerNet, build_model, model_config
 
 
+@pytest.mark.parametrize("cls", [TransformerNet, FastTransformerNet])
 @pytest.mark.parametrize("size", [(32, 32), (33, 47), (30, 61), (5, 7)])
-def test_any_size_in_any_size_out_in_unit_range(size):
-    net = TransformerNet(channels=(4, 8, 8), num_residual=1)
+def test_any_size_in_any_size_out_in_unit_range(cls, size):
+    net = cls(channels=(4, 8, 8), num_residual=1)
     x = torch.rand(2, 3, *size)
     y = net(x)
     assert y.shape == x.shape
@@ -27,10 +28,11 @@ def test_default_architecture_matches_johnson():
     assert any(isinstance(m, torch.nn.ReflectionPad2d) for m in net.modules())
 
 
-def test_registry_rebuilds_from_config():
-    net = TransformerNet(channels=(8, 16, 16), num_residual=2)
+@pytest.mark.parametrize("cls, arch", [(TransformerNet, "johnson"), (FastTransformerNet, "fast")])
+def test_registry_rebuilds_from_config(cls, arch):
+    net = cls(channels=(8, 16, 16), num_residual=2)
     cfg = model_config(net)
-    assert cfg == {"arch": "johnson", "kwargs": {"channels": [8, 16, 16], "num_residual": 2}}
+    assert cfg == {"arch": arch, "kwargs": {"channels": [8, 16, 16], "num_residual": 2}}
     clone = build_model(cfg["arch"], **cfg["kwargs"])
     clone.load_state_dict(net.state_dict(), strict=True)
     x = torch.rand(1, 3, 20, 24)
@@ -40,3 +42,21 @@ def test_registry_rebuilds_from_config():
 def test_unknown_architecture_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown architecture 'nope'"):
         build_model("nope")
+
+
+def test_fast_network_needs_far_fewer_multiply_adds():
+    def macs(net: torch.nn.Module) -> int:
+        total = 0
+
+        def hook(module, inputs, output):
+            nonlocal total
+            k = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
+            total += k * output.numel()
+
+        handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+        net(torch.rand(1, 3, 64, 64))
+        for h in handles:
+            h.remove()
+        return total
+
+    assert macs(FastTransformerNet()) * 10 < macs(TransformerNet())

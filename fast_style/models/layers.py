@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["ConvLayer", "ResidualBlock", "UpsampleConvLayer"]
+__all__ = ["ConvLayer", "ResidualBlock", "UpsampleConvLayer", "pad_to_multiple"]
 
 
 class ConvLayer(nn.Sequential):
@@ -56,3 +56,14 @@ class ResidualBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Pad the bottom and right of ``x`` so both sides are multiples of ``multiple``."""
+    h, w = x.shape[-2:]
+    pad_h, pad_w = (-h) % multiple, (-w) % multiple
+    if not (pad_h or pad_w):
+        return x
+    # Reflection needs pad < size; replicate covers tiny inputs.
+    mode = "reflect" if pad_h < h and pad_w < w else "replicate"
+    return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)

@@ -6,12 +6,14 @@ from typing import Any
 
 from torch import nn
 
+from fast_style.models.fast import FastTransformerNet
 from fast_style.models.transformer import TransformerNet
 
 __all__ = ["MODELS", "build_model", "model_config"]
 
 MODELS: dict[str, type[nn.Module]] = {
     TransformerNet.arch: TransformerNet,
+    FastTransformerNet.arch: FastTransformerNet,
 }
 
 

@@ -7,9 +7,8 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from fast_style.models.layers import ConvLayer, ResidualBlock, UpsampleConvLayer
+from fast_style.models.layers import ConvLayer, ResidualBlock, UpsampleConvLayer, pad_to_multiple
 
 __all__ = ["TransformerNet"]
 
@@ -51,11 +50,7 @@ class TransformerNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        pad_h, pad_w = (-h) % self.multiple, (-w) % self.multiple
-        if pad_h or pad_w:
-            # Reflection needs pad < size; replicate covers the 1-3 pixel edge cases.
-            mode = "reflect" if pad_h < h and pad_w < w else "replicate"
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+        x = pad_to_multiple(x, self.multiple)
         y = self.decoder(self.residuals(self.encoder(x)))
         # A bounded output keeps the perceptual loss in the range VGG was trained on.
         y = torch.sigmoid(y)

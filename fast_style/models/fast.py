@@ -1,0 +1,81 @@
+"""A lighter transform network for CPU stylization of large photos."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from fast_style.models.layers import ConvLayer, pad_to_multiple
+
+__all__ = ["FastTransformerNet", "SeparableConv"]
+
+
+class SeparableConv(nn.Sequential):
+    """Depthwise 3x3 + pointwise 1x1 convolution, instance norm, optional ReLU.
+
+    About ``9 / out_channels + 1 / 9`` of the multiply-adds of a full 3x3 convolution.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, relu: bool = True) -> None:
+        layers: list[nn.Module] = [
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(in_channels, in_channels, 3, groups=in_channels, bias=False),
+            nn.Conv2d(in_channels, out_channels, 1),
+            nn.InstanceNorm2d(out_channels, affine=True),
+        ]
+        if relu:
+            layers.append(nn.ReLU(inplace=True))
+        super().__init__(*layers)
+
+
+class _SeparableResidual(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(SeparableConv(channels, channels), SeparableConv(channels, channels, relu=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class FastTransformerNet(nn.Module):
+    """Johnson's layout, slimmed: narrower widths, 5x5 outer convs, separable residual and decoder convs.
+
+    Same contract as ``TransformerNet``: ``(B, 3, H, W)`` in [0, 1] to the same shape in [0, 1], any size.
+    """
+
+    arch = "fast"
+    multiple = 4
+
+    def __init__(self, channels: Sequence[int] = (16, 32, 64), num_residual: int = 4) -> None:
+        super().__init__()
+        if len(channels) != 3 or any(int(c) <= 0 for c in channels):
+            raise ValueError(f"channels must be three positive widths, got {list(channels)}")
+        c1, c2, c3 = (int(c) for c in channels)
+        self.channels = (c1, c2, c3)
+        self.num_residual = int(num_residual)
+        self.encoder = nn.Sequential(
+            ConvLayer(3, c1, 5),
+            ConvLayer(c1, c2, 3, stride=2),
+            ConvLayer(c2, c3, 3, stride=2),
+        )
+        self.residuals = nn.Sequential(*(_SeparableResidual(c3) for _ in range(self.num_residual)))
+        self.up1 = SeparableConv(c3, c2)
+        self.up2 = SeparableConv(c2, c1)
+        self.head = ConvLayer(c1, 3, 5, norm=False, relu=False)
+
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments that rebuild this network."""
+        return {"channels": list(self.channels), "num_residual": self.num_residual}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        x = pad_to_multiple(x, self.multiple)
+        y = self.residuals(self.encoder(x))
+        y = self.up1(F.interpolate(y, scale_factor=2, mode="nearest"))
+        y = self.up2(F.interpolate(y, scale_factor=2, mode="nearest"))
+        y = torch.sigmoid(self.head(y))
+        return y[..., :h, :w]
