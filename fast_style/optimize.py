@@ -124,6 +124,8 @@ def resolve_device(device: str | None = "auto") -> torch.device:
         raise FastStyleError(f"bad device {device!r}: {exc}") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise FastStyleError(f"device={device} but CUDA is not available here; use device=cpu or device=auto")
+    if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
+        raise FastStyleError(f"device={device} but this machine has {torch.cuda.device_count()} CUDA device(s)")
     if resolved.type == "mps" and not torch.backends.mps.is_available():
         raise FastStyleError(f"device={device} but MPS is not available here; use device=cpu or device=auto")
     return resolved
@@ -343,13 +345,15 @@ def optimize_image(
         level_content = resize_to(content, size)
         long_side = max(1, round(style_scale * max(size)))
         level_styles = [_resize_long_side(s, long_side) for s in styles]
+        start_style = styles[0]  # init=style resizes the original once, not the scaled copy
         if preserve_color:
             level_styles = [match_luminance(s, level_content) for s in level_styles]
+            start_style = match_luminance(start_style, level_content)
             level_content = luminance_image(level_content)
         loss.set_style_image(level_styles, blend)
         loss.set_content_image(level_content)
         if image is None:
-            image = initial_image(init, level_content, level_styles[0], seed)
+            image = initial_image(init, level_content, start_style, seed)
         else:
             image = resize_to(image, size)
 
