@@ -253,14 +253,14 @@ def optimize_pixels(
             if bar is not None:
                 bar.set_postfix({k: f"{v:.3g}" for k, v in current.items()}, refresh=False)
                 bar.update(1)
+        result.elapsed = time.perf_counter() - start  # the steps only, not the final scoring
         step = steps
         with torch.no_grad():
             record(steps, loss(pixels))
         result.steps = steps
         result.image = last_good
-        result.elapsed = time.perf_counter() - start
     except _NonFiniteLoss as exc:
-        result.elapsed = time.perf_counter() - start
+        result.elapsed = result.elapsed or time.perf_counter() - start
         detail = ", ".join(f"{k}={v:.4g}" for k, v in exc.terms.items())
         result.steps = max(step - 1, 0)
         result.image = last_good

@@ -84,9 +84,10 @@ def optimize(cfg: DictConfig) -> Path:
     loss = instantiate(cfg.loss).to(device)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     choices = HydraConfig.get().runtime.choices
+    plan = list(cfg.scale_steps) if cfg.scale_steps is not None else [int(cfg.steps)] * int(cfg.scales)
     log.info(
-        "optimizer=%s, %d step(s) x %d scale(s), %dx%d px, loss network %s; TensorBoard in %s",
-        choices.get("optimizer"), cfg.steps, cfg.scales, content.shape[-1], content.shape[-2],
+        "optimizer=%s, steps per scale %s, %dx%d px, loss network %s; TensorBoard in %s",
+        choices.get("optimizer"), plan, content.shape[-1], content.shape[-2],
         cfg.loss.network, run_dir / "tensorboard",
     )
     monitor = TensorBoardMonitor(run_dir / "tensorboard", cfg.log_images_every_n_steps)
