@@ -15,7 +15,6 @@ from fast_style.cli.main import main
 from fast_style.compare import (
     PeakMemory,
     evaluate_image,
-    markdown_table,
     run_compare,
     steps_to_match,
     write_outputs,
@@ -91,7 +90,8 @@ def test_written_tables_and_figure_match_recomputation(tmp_path, model_path):
 
     with open(paths["compare.csv"], newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert [r["mode"] for r in rows] == ["content image", "optimization", "optimization", "optimization", "feed-forward"]
+    modes = ["content image", "optimization", "optimization", "optimization", "feed-forward"]
+    assert [r["mode"] for r in rows] == modes
     assert [r["steps"] for r in rows] == ["0", "1", "3", "6", ""]
     recomputed = [evaluate_image(loss, content)]
     recomputed += [evaluate_image(loss, report.images[f"optimized_{k}"]) for k in (1, 3, 6)]
