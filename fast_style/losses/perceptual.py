@@ -114,8 +114,13 @@ class PerceptualLoss(nn.Module):
         self._content_targets = {k: fn(v) for k, v in self._content_targets.items()}
         return self
 
-    def forward(self, images: torch.Tensor, content: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Weighted ``content``, ``style`` and ``tv`` terms and their ``total`` for ``images`` in [0, 1]."""
+    def raw_terms(
+        self, images: torch.Tensor, content: torch.Tensor | None = None, tv: bool = True
+    ) -> dict[str, torch.Tensor]:
+        """Unweighted ``content``, ``style`` and ``tv`` terms for ``images`` in [0, 1].
+
+        ``style`` already includes the per-layer weights; ``tv`` is zero unless ``tv`` is true.
+        """
         if self.style_layers and not self.has_style:
             raise RuntimeError("call set_style_image before computing the loss")
         feats = self.encoder(images, list(dict.fromkeys(self.content_layers + self.style_layers)))
@@ -142,11 +147,19 @@ class PerceptualLoss(nn.Module):
             target = getattr(self, f"style_gram_{name}").expand_as(gram)
             style_loss = style_loss + self.style_layer_weights[name] * F.mse_loss(gram, target)
 
-        tv_loss = total_variation(images) if self.tv_weight else zero
+        tv_loss = total_variation(images) if tv else zero
+        return {"content": content_loss, "style": style_loss, "tv": tv_loss}
+
+    def weigh(self, raw: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Apply the content, style and TV weights to ``raw_terms`` output and add their ``total``."""
         terms = {
-            "content": self.content_weight * content_loss,
-            "style": self.style_weight * style_loss,
-            "tv": self.tv_weight * tv_loss,
+            "content": self.content_weight * raw["content"],
+            "style": self.style_weight * raw["style"],
+            "tv": self.tv_weight * raw["tv"],
         }
         terms["total"] = terms["content"] + terms["style"] + terms["tv"]
         return terms
+
+    def forward(self, images: torch.Tensor, content: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Weighted ``content``, ``style`` and ``tv`` terms and their ``total`` for ``images`` in [0, 1]."""
+        return self.weigh(self.raw_terms(images, content, tv=bool(self.tv_weight)))

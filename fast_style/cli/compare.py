@@ -1,0 +1,141 @@
+"""``fast-style compare content_image=... style_image=... model=...``: optimization vs feed-forward."""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig
+
+from fast_style.cli.hydra_app import run_hydra_task
+from fast_style.cli.optimize import load_styles, style_paths
+from fast_style.errors import FastStyleError
+
+__all__ = ["checkpoint_steps", "compare", "loss_mismatches", "main", "translate_args"]
+
+log = logging.getLogger("fast_style.compare")
+
+
+def checkpoint_steps(value: Any) -> list[int]:
+    """``steps`` as a sorted list of positive step counts: one number or a list of them."""
+    items = list(value) if isinstance(value, (list, tuple, ListConfig)) else [value]
+    try:
+        steps = sorted({int(v) for v in items})
+    except (TypeError, ValueError):
+        raise FastStyleError(f"steps must be a positive number or a list of them, got {value}") from None
+    if not steps or steps[0] < 1:
+        raise FastStyleError(f"steps must be a positive number or a list of them, got {value}")
+    return steps
+
+
+def loss_mismatches(trained: dict[str, Any], loss_cfg: DictConfig) -> list[str]:
+    """Settings where the model's training loss (from its metadata) differs from the measuring loss."""
+    differences = []
+    for key in ("network", "content_layers", "style_layers", "content_weight", "style_weight", "tv_weight"):
+        if key not in trained or key not in loss_cfg:
+            continue
+        ours = loss_cfg[key]
+        ours = list(ours) if isinstance(ours, ListConfig) else ours
+        theirs = trained[key]
+        if isinstance(theirs, (int, float)) and isinstance(ours, (int, float)):
+            same = math.isclose(float(theirs), float(ours), rel_tol=1e-6)
+        else:
+            same = theirs == ours
+        if not same:
+            differences.append(f"{key} {theirs} (model) vs {ours} (here)")
+    return differences
+
+
+def compare(cfg: DictConfig) -> Path:
+    """Run ``fast-style compare`` from a composed ``compare`` config; returns the output folder."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import instantiate
+
+    from fast_style.compare import OUTPUT_FILES, markdown_table, run_compare, write_outputs
+    from fast_style.images import load_image_tensor
+    from fast_style.inference import Stylizer
+    from fast_style.optimize import INITS, resolve_device
+
+    # Cheap checks first: files, settings and the model, before the loss network loads.
+    out_dir = Path(cfg.output_dir).expanduser()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FastStyleError(f"output_dir {out_dir} is a file, not a folder")
+    existing = [name for name in OUTPUT_FILES if (out_dir / name).exists()]
+    if existing and not cfg.overwrite:
+        raise FastStyleError(
+            f"{out_dir} already holds {', '.join(existing)}; pass overwrite=true or another output_dir"
+        )
+    steps = checkpoint_steps(cfg.steps)
+    if cfg.init not in INITS:
+        raise FastStyleError(f"unknown init {cfg.init!r}; choose one of {', '.join(INITS)}")
+    if float(cfg.style_scale) <= 0:
+        raise FastStyleError(f"style_scale must be positive, got {cfg.style_scale}")
+    device = resolve_device(cfg.device)
+    stylizer = Stylizer.from_file(cfg.model_file, device=str(device))
+    content = load_image_tensor(cfg.content_image, cfg.image_size)
+    paths = style_paths(cfg.style_image)
+    blend = list(cfg.style_blend) if cfg.style_blend is not None else None
+    styles = load_styles(paths, math.ceil(float(cfg.style_scale) * max(content.shape[-2:])), blend)
+    trained = (stylizer.metadata.get("training") or {}).get("loss") or {}
+    differences = loss_mismatches(trained, cfg.loss)
+    if differences:
+        log.warning("the model was trained with another loss than the one measuring here: %s", "; ".join(differences))
+    make_optimizer = instantiate(cfg.optimizer)
+    lr_decay = cfg.get("lr_decay") or {}
+
+    loss = instantiate(cfg.loss).to(device)
+    choice = HydraConfig.get().runtime.choices.get("optimizer")
+    report = run_compare(
+        loss,
+        stylizer,
+        content,
+        styles,
+        checkpoints=steps,
+        blend=blend,
+        optimizer=make_optimizer,
+        lr_decay_every=lr_decay.get("every"),
+        lr_decay_gamma=float(lr_decay.get("gamma", 0.5)),
+        init=cfg.init,
+        seed=cfg.seed,
+        repeats=int(cfg.repeats),
+        progress=bool(cfg.progress),
+    )
+    if differences:
+        report.notes.append("the model was trained with another loss: " + "; ".join(differences))
+    weights = str(cfg.loss.weights)
+    header = (
+        f"# Optimization vs feed-forward\n\n"
+        f"Content `{Path(cfg.content_image).name}`, style {', '.join(f'`{Path(p).name}`' for p in paths)}, "
+        f"model `{Path(cfg.model_file).name}`; {content.shape[-1]}x{content.shape[-2]} px on {report.device}; "
+        f"optimizer {choice}, init {cfg.init}. Every image is scored by the same loss: {cfg.loss.network} "
+        f"(weights: {Path(weights).name if weights not in ('imagenet', 'none') else weights}), content "
+        f"{list(cfg.loss.content_layers)} x {cfg.loss.content_weight}, style {list(cfg.loss.style_layers)} "
+        f"x {cfg.loss.style_weight}, tv x {cfg.loss.tv_weight}. content, style and total are the weighted "
+        f"terms; tv is unweighted. Peak memory is the growth above the level before each mode started"
+        f"{' (resident memory, sampled)' if report.device == 'cpu' else ''}."
+    )
+    written = write_outputs(report, out_dir, header=header, tile=int(cfg.figure_tile))
+    print(markdown_table(report))
+    log.info("wrote %s", ", ".join(str(p) for p in written.values()))
+    if report.error is not None:
+        raise FastStyleError(f"optimization stopped early: {report.error}; partial results are in {out_dir}")
+    return out_dir
+
+
+def translate_args(argv: Sequence[str]) -> list[str]:
+    """Accept ``model=PATH`` for ``model_file=PATH``.
+
+    ``model`` is the training config group (configs/model/), so Hydra would read ``model=PATH`` as a
+    choice of that group; the command line promised by the docs says ``model=``, so it is renamed.
+    """
+    return [f"model_file={arg[len('model='):]}" if arg.startswith("model=") else arg for arg in argv]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``fast-style compare``."""
+    args = sys.argv[1:] if argv is None else argv
+    return run_hydra_task("compare", compare, translate_args(args))
