@@ -13,6 +13,8 @@ __all__ = ["COMMANDS", "main"]
 # command -> (module with a ``main(argv) -> int``, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("fast_style.cli.train", "train a feed-forward style network (Hydra: configs/train.yaml)"),
+    "export": ("fast_style.cli.export", "turn a training checkpoint into a .safetensors or .onnx inference file"),
+    "stylize": ("fast_style.cli.stylize", "stylize photos with an exported model (files or folders)"),
 }
 
 USAGE = "usage: fast-style {" + ",".join(COMMANDS) + "} [args...]   (fast-style COMMAND --help for more)"
