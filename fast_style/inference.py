@@ -315,6 +315,7 @@ class Stylizer:
         if not 0.0 <= strength <= 1.0:
             raise FastStyleError(f"strength must be within [0, 1], got {strength}")
         h, w = pixels.shape[:2]
+        stats_pixels = self.auto_tile_pixels
         if tile is None and h * w <= self.auto_tile_pixels:
             try:
                 content = self._to_tensor(pixels)
@@ -326,8 +327,8 @@ class Stylizer:
                 content = out = None  # type: ignore[assignment]
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
+                stats_pixels = min(stats_pixels, h * w // 4)  # the whole image did not fit
         size = tile or DEFAULT_TILE
-        stats_pixels = self.auto_tile_pixels
         while True:
             try:
                 return self._stylize_tiled(pixels, size, stats_pixels, strength, preserve_color)
