@@ -92,11 +92,11 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The header metadata of a fast_style ``.safetensors`` or ``.onnx`` file, with JSON fields decoded."""
     path = Path(path)
     head = _check_model_path(path)
+    if _looks_like_pickle(head) and not _is_safetensors(head):
+        raise FastStyleError(_pickle_message(path))
     if path.suffix.lower() == ".onnx":
         return _decode_metadata(_onnx_session(path, "cpu").get_modelmeta().custom_metadata_map, path)
     if not _is_safetensors(head):
-        if _looks_like_pickle(head):
-            raise FastStyleError(_pickle_message(path))
         raise FastStyleError(f"{path} is not a .safetensors model file (corrupt or another format)")
     from safetensors import safe_open
 
