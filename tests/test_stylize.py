@@ -520,3 +520,12 @@ def test_safetensors_header_is_what_the_loader_checks(tiny_model: Path) -> None:
     head = tiny_model.read_bytes()[:9]
     (length,) = struct.unpack("<Q", head[:8])
     assert length > 2 and head[8:9] == b"{"
+
+
+def test_pickle_sniffing_does_not_mistake_safetensors() -> None:
+    from fast_style.inference import _is_safetensors, _looks_like_pickle
+
+    # a safetensors header of 0x0580 bytes starts with the same byte as a pickle PROTO opcode
+    head = (0x0580).to_bytes(8, "little") + b'{"'
+    assert _looks_like_pickle(head) and _is_safetensors(head)
+    assert not _is_safetensors(pickle.dumps({"a": 1}, protocol=2)[:10])
