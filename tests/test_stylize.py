@@ -529,3 +529,15 @@ def test_pickle_sniffing_does_not_mistake_safetensors() -> None:
     head = (0x0580).to_bytes(8, "little") + b'{"'
     assert _looks_like_pickle(head) and _is_safetensors(head)
     assert not _is_safetensors(pickle.dumps({"a": 1}, protocol=2)[:10])
+
+
+def test_exclusive_write_keeps_a_file_that_appeared_meanwhile(tmp_path: Path) -> None:
+    from fast_style.files import atomic_path
+
+    target = tmp_path / "out.png"
+    with pytest.raises(FileExistsError):
+        with atomic_path(target, overwrite=False) as tmp:
+            tmp.write_bytes(b"new")
+            target.write_bytes(b"someone else's")  # created after the early existence check
+    assert target.read_bytes() == b"someone else's"
+    assert files_in(tmp_path) == ["out.png"]
