@@ -1,29 +1,49 @@
-"""Training checkpoint -> small, safe inference file (transform-network weights + metadata)."""
+"""Training checkpoint -> small, safe inference file (transform-network weights + metadata), or ONNX.
+
+TorchScript is deliberately not offered: the ``.safetensors`` file covers PyTorch users without
+any pickled code, ONNX covers runtimes outside Python, and TorchScript is in maintenance mode.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
+from torch import nn
 
+from fast_style import __version__
 from fast_style.errors import FastStyleError
 from fast_style.files import atomic_path
-from fast_style.models import build_model
+from fast_style.models import build_model, model_config
 
-__all__ = ["FORMAT_VERSION", "export_safetensors", "load_training_checkpoint"]
+__all__ = [
+    "EXPORT_FORMATS",
+    "FORMAT_VERSION",
+    "ONNX_OPSET",
+    "export_model",
+    "export_onnx",
+    "export_safetensors",
+    "load_network",
+    "load_training_checkpoint",
+    "model_metadata",
+]
 
 FORMAT_VERSION = "1"
+ONNX_OPSET = 17
+EXPORT_FORMATS = ("safetensors", "onnx")
 _NET_PREFIX = "net."
+_COMPILED_PREFIX = "_orig_mod."
 
 
-def load_training_checkpoint(path: str | os.PathLike[str]) -> tuple[torch.nn.Module, dict[str, Any]]:
+def load_training_checkpoint(path: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the transform network from a ``fast-style train`` checkpoint; also return its metadata.
 
-    Loaded with ``weights_only=True``: a checkpoint that needs arbitrary pickled objects is refused.
+    Loaded with ``weights_only=True``: a checkpoint that needs arbitrary pickled objects is refused
+    before any of its code can run.
     """
     path = Path(path)
     if not path.is_file():
@@ -31,15 +51,19 @@ def load_training_checkpoint(path: str | os.PathLike[str]) -> tuple[torch.nn.Mod
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise FastStyleError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from None
+        raise FastStyleError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0][:200]}") from None
     if not isinstance(ckpt, dict) or "fast_style" not in ckpt or "state_dict" not in ckpt:
         raise FastStyleError(f"{path} is not a fast-style training checkpoint")
     meta = ckpt["fast_style"]
-    state = {k[len(_NET_PREFIX):]: v for k, v in ckpt["state_dict"].items() if k.startswith(_NET_PREFIX)}
-    # torch.compile wraps the network; its keys carry an extra prefix.
-    state = {k.replace("_orig_mod.", "", 1) if k.startswith("_orig_mod.") else k: v for k, v in state.items()}
-    net = build_model(meta["model"]["arch"], **meta["model"]["kwargs"])
-    net.load_state_dict(state, strict=True)
+    state = {k[len(_NET_PREFIX) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(_NET_PREFIX)}
+    # A torch.compile'd network saves its weights under an extra prefix; export the plain module.
+    state = {k[len(_COMPILED_PREFIX) :] if k.startswith(_COMPILED_PREFIX) else k: v for k, v in state.items()}
+    try:
+        net = build_model(meta["model"]["arch"], **meta["model"]["kwargs"])
+        net.load_state_dict(state, strict=True)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        detail = " ".join(str(exc).split())[:200]
+        raise FastStyleError(f"{path}: the network does not match its recorded architecture ({detail})") from None
     info = {
         "model": meta["model"],
         "style_name": meta.get("style_name", ""),
@@ -50,23 +74,129 @@ def load_training_checkpoint(path: str | os.PathLike[str]) -> tuple[torch.nn.Mod
     return net.eval(), info
 
 
-def export_safetensors(ckpt_path: str | os.PathLike[str], out_path: str | os.PathLike[str]) -> Path:
-    """Write the network of ``ckpt_path`` as a ``.safetensors`` file, atomically."""
-    net, info = load_training_checkpoint(ckpt_path)
+def load_network(path: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, Any]]:
+    """The network and metadata of a training checkpoint, or of an exported ``.safetensors`` file."""
+    path = Path(path)
+    if path.suffix.lower() == ".safetensors":
+        from fast_style.inference import Stylizer
+
+        stylizer = Stylizer.from_file(path)
+        meta = stylizer.metadata
+        info = {
+            "model": {"arch": meta["arch"], "kwargs": meta["model_kwargs"]},
+            "style_name": meta.get("style_name", ""),
+            "loss": meta.get("training", {}).get("loss", {}),
+            "global_step": int(meta.get("training", {}).get("global_step", 0)),
+            "epoch": int(meta.get("training", {}).get("epoch", 0)),
+        }
+        return stylizer.net, info
+    return load_training_checkpoint(path)
+
+
+def model_metadata(net: nn.Module, info: dict[str, Any]) -> dict[str, str]:
+    """String metadata stored in every inference file: enough to rebuild ``net`` without training code."""
+    config = model_config(net)
+    return {
+        "format": "fast_style",
+        "format_version": FORMAT_VERSION,
+        "arch": config["arch"],
+        "model_kwargs": json.dumps(config["kwargs"]),
+        "multiple": str(int(getattr(net, "multiple", 1))),
+        "style_name": str(info.get("style_name", "")),
+        "training": json.dumps(
+            {"global_step": info.get("global_step", 0), "epoch": info.get("epoch", 0), "loss": info.get("loss", {})}
+        ),
+        "exporter": f"fast_style {__version__}",
+    }
+
+
+def _check_finite(net: nn.Module, source: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     tensors = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
     bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
-        raise FastStyleError(f"{ckpt_path} has non-finite weights ({bad[0]} ...); refusing to export")
-    metadata = {
-        "format": "fast_style",
-        "format_version": FORMAT_VERSION,
-        "arch": info["model"]["arch"],
-        "model_kwargs": json.dumps(info["model"]["kwargs"]),
-        "style_name": str(info["style_name"]),
-        "training": json.dumps(
-            {"global_step": info["global_step"], "epoch": info["epoch"], "loss": info["loss"]}
-        ),
-    }
+        raise FastStyleError(f"{source} has non-finite weights ({bad[0]} ...); refusing to export")
+    return tensors
+
+
+def export_safetensors(ckpt_path: str | os.PathLike[str], out_path: str | os.PathLike[str]) -> Path:
+    """Write the network of ``ckpt_path`` as a ``.safetensors`` file, atomically."""
+    from safetensors.torch import save_file
+
+    net, info = load_network(ckpt_path)
+    tensors = _check_finite(net, ckpt_path)
     with atomic_path(out_path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+        save_file(tensors, str(tmp), metadata=model_metadata(net, info))
     return Path(out_path)
+
+
+class _AlignedNetwork(nn.Module):
+    """The network without its pad-and-crop: ONNX graphs take sizes that are multiples of 4."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        aligned = getattr(self.net, "forward_aligned", None)
+        return aligned(images) if aligned is not None else self.net(images)
+
+
+def export_onnx(
+    ckpt_path: str | os.PathLike[str], out_path: str | os.PathLike[str], opset: int = ONNX_OPSET
+) -> Path:
+    """Write the network as ONNX with dynamic batch, height and width, atomically.
+
+    The graph takes ``image`` ``(B, 3, H, W)`` in [0, 1] with ``H`` and ``W`` multiples of the
+    ``multiple`` metadata entry (4); callers reflect-pad and crop, as ``fast-style stylize`` does.
+    """
+    if opset < 17:
+        raise FastStyleError(f"ONNX opset must be at least 17, got {opset}")
+    try:
+        import onnx
+    except ImportError:
+        raise FastStyleError("ONNX export needs the onnx package: pip install 'fast-style[onnx]'") from None
+    net, info = load_network(ckpt_path)
+    _check_finite(net, ckpt_path)
+    net = net.cpu().eval()
+    wrapper = _AlignedNetwork(net).eval()
+    example = torch.rand(1, 3, 64, 64)
+    axes = {0: "batch", 2: "height", 3: "width"}
+    with atomic_path(out_path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            wrapper,
+            (example,),
+            str(tmp),
+            input_names=["image"],
+            output_names=["stylized"],
+            dynamic_axes={"image": axes, "stylized": axes},
+            opset_version=opset,
+            dynamo=False,  # the TorchScript-based exporter needs no onnxscript
+        )
+        model = onnx.load(str(tmp))
+        for key, value in model_metadata(net, info).items():
+            entry = model.metadata_props.add()
+            entry.key, entry.value = key, value
+        onnx.checker.check_model(model)
+        onnx.save(model, str(tmp))
+    return Path(out_path)
+
+
+def export_model(
+    ckpt_path: str | os.PathLike[str], out_path: str | os.PathLike[str], fmt: str | None = None
+) -> Path:
+    """Export in ``fmt`` (``safetensors`` or ``onnx``; default: from ``out_path``'s extension)."""
+    out = Path(out_path)
+    fmt = fmt or {".onnx": "onnx"}.get(out.suffix.lower(), "safetensors")
+    if fmt == "torchscript":
+        raise FastStyleError(
+            "TorchScript export is not offered: use safetensors for PyTorch or onnx for other runtimes"
+        )
+    if fmt not in EXPORT_FORMATS:
+        raise FastStyleError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
+    expected = ".onnx" if fmt == "onnx" else ".safetensors"
+    if out.suffix.lower() != expected:
+        raise FastStyleError(f"a {fmt} export must be written to a {expected} file, got {out.name}")
+    if fmt == "onnx":
+        return export_onnx(ckpt_path, out)
+    return export_safetensors(ckpt_path, out)

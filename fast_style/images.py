@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -15,23 +16,40 @@ from fast_style.files import atomic_path
 __all__ = [
     "IMAGE_EXTENSIONS",
     "MAX_PIXELS",
+    "image_format_for",
+    "image_to_tensor",
     "load_image",
     "load_image_tensor",
+    "normalize_mode",
+    "open_image",
     "resize_long_side",
+    "rgb_array",
     "save_image",
     "tensor_to_image",
-    "image_to_tensor",
 ]
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
-# Larger inputs are refused as likely decompression bombs (about 16k x 16k).
-MAX_PIXELS = 256_000_000
+# Larger inputs are refused as likely decompression bombs (about 13,300 x 13,300). It sits just under
+# Pillow's own hard limit (2 x Image.MAX_IMAGE_PIXELS), so both checks give the same message.
+MAX_PIXELS = 178_000_000
+
+_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
 
 
-def load_image(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Open an image fully, apply its EXIF orientation, and return it as RGB."""
+def _too_large(path: Path, max_pixels: int, size: str = "") -> FastStyleError:
+    return FastStyleError(
+        f"{path} is {size or 'too large'}: more than the {max_pixels:,}-pixel limit (a possible decompression bomb)"
+    )
+
+
+def open_image(path: str | os.PathLike[str], max_pixels: int | None = None) -> Image.Image:
+    """Open an image fully and apply its EXIF orientation, keeping its mode; errors are one line.
+
+    Images over ``max_pixels`` (default ``MAX_PIXELS``) are refused before their pixels are decoded.
+    """
     path = Path(path)
+    limit = MAX_PIXELS if max_pixels is None else max_pixels
     if not path.exists():
         raise FastStyleError(f"image not found: {path}")
     if path.is_dir():
@@ -39,20 +57,68 @@ def load_image(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> Im
     if path.stat().st_size == 0:
         raise FastStyleError(f"image file is empty: {path}")
     try:
-        with Image.open(path) as img:
-            if img.width * img.height > max_pixels:
-                raise FastStyleError(
-                    f"{path} is {img.width}x{img.height}, more than the {max_pixels:,}-pixel limit"
-                )
-            img.load()
-            img = ImageOps.exif_transpose(img)
-            return img.convert("RGB")
+        with warnings.catch_warnings():
+            # Our own limit replaces Pillow's warning threshold; its hard limit still applies.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                if img.width * img.height > limit:
+                    raise _too_large(path, limit, f"{img.width}x{img.height}")
+                img.load()
+                return ImageOps.exif_transpose(img)
     except FastStyleError:
         raise
+    except Image.DecompressionBombError:
+        raise _too_large(path, limit) from None
     except UnidentifiedImageError:
         raise FastStyleError(f"not an image (or an unsupported format): {path}") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise FastStyleError(f"cannot read image {path}: {exc}") from None
+
+
+def normalize_mode(img: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to one of RGB, RGBA, L, LA (8-bit) or I (16-bit values), keeping alpha."""
+    mode = img.mode
+    if mode in ("RGB", "RGBA", "L", "LA", "I"):
+        if "transparency" in img.info and mode in ("RGB", "L"):
+            return img.convert(mode + "A")
+        return img
+    if mode in _SIXTEEN_BIT:
+        return img.convert("I")
+    if mode == "F":
+        # Float images are taken to be in [0, 1]; stored as 16-bit values like I.
+        pixels = np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0) * 65535.0
+        return Image.fromarray(np.rint(pixels).astype(np.int32), mode="I")
+    if mode in ("P", "PA"):
+        return img.convert("RGBA" if mode == "PA" or "transparency" in img.info else "RGB")
+    if mode == "RGBa":
+        return img.convert("RGBA")
+    if mode == "La":
+        return img.convert("LA")
+    if mode == "1":
+        return img.convert("L")
+    return img.convert("RGB")  # CMYK, YCbCr, LAB, HSV, ...
+
+
+def rgb_array(img: Image.Image) -> tuple[np.ndarray, Image.Image | None]:
+    """A ``normalize_mode`` image -> ``(H, W, 3)`` uint8 (or uint16 for 16-bit) pixels, and its alpha."""
+    img = normalize_mode(img)
+    alpha = img.getchannel("A") if img.mode in ("RGBA", "LA") else None
+    if img.mode == "I":
+        gray = np.clip(np.asarray(img), 0, 65535).astype(np.uint16)
+        return np.repeat(gray[..., None], 3, axis=2), alpha
+    if img.mode in ("L", "LA"):
+        gray = np.asarray(img.getchannel("L"))
+        return np.repeat(gray[..., None], 3, axis=2), alpha
+    return np.asarray(img.convert("RGB")), alpha
+
+
+def load_image(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Open an image fully, apply its EXIF orientation, and return it as 8-bit RGB."""
+    img = open_image(path, max_pixels)
+    if img.mode in _SIXTEEN_BIT or img.mode in ("I", "F"):
+        pixels, _ = rgb_array(img)
+        return Image.fromarray((pixels.astype(np.float32) / 257.0).round().astype(np.uint8))
+    return normalize_mode(img).convert("RGB")
 
 
 def resize_long_side(img: Image.Image, size: int | None) -> Image.Image:
@@ -87,12 +153,24 @@ def tensor_to_image(tensor: torch.Tensor) -> Image.Image:
     return Image.fromarray(hwc.numpy())
 
 
-def save_image(img: Image.Image, path: str | os.PathLike[str], **params: object) -> Path:
-    """Write ``img`` atomically: a temporary file in the same folder, then a rename."""
+def image_format_for(path: str | os.PathLike[str]) -> str:
+    """The Pillow format name that writes ``path``'s extension; an error for unknown extensions."""
+    suffix = Path(path).suffix.lower()
+    fmt = Image.registered_extensions().get(suffix)
+    if fmt is None or fmt not in Image.SAVE:
+        raise FastStyleError(
+            f"unknown image extension {suffix or '(none)'!r} for {path}; use e.g. .png, .jpg, .webp, .tif"
+        )
+    return fmt
+
+
+def save_image(img: Image.Image, path: str | os.PathLike[str], *, overwrite: bool = True, **params: object) -> Path:
+    """Write ``img`` atomically: a temporary file in the same folder, then a rename.
+
+    With ``overwrite=False`` an existing ``path`` is an error and is left untouched.
+    """
     path = Path(path)
-    fmt = Image.registered_extensions().get(path.suffix.lower())
-    if fmt is None:
-        raise FastStyleError(f"unknown image extension {path.suffix!r} for {path}")
-    with atomic_path(path) as tmp:
+    fmt = image_format_for(path)
+    with atomic_path(path, overwrite=overwrite) as tmp:
         img.save(tmp, format=fmt, **params)
     return path

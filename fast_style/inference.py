@@ -1,80 +1,464 @@
-"""Load an exported inference file and stylize images; imports nothing from training or VGG."""
+"""Load an exported inference file and stylize images of any size; imports nothing from training or VGG.
+
+``Stylizer.from_file(path).stylize(pil_image)`` is the entry point. Large images are processed in
+overlapping tiles that share one set of instance-norm statistics, so tiles agree and blend without
+seams while peak memory stays bounded by the tile size.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
-from safetensors import safe_open
+from torch import nn
+from torch.nn import functional as F
 
 from fast_style.errors import FastStyleError
-from fast_style.images import image_to_tensor, tensor_to_image
+from fast_style.images import normalize_mode, resize_long_side, rgb_array
 from fast_style.models import build_model
 
-__all__ = ["Stylizer", "read_metadata"]
+__all__ = [
+    "AUTO_TILE_PIXELS",
+    "DEFAULT_TILE",
+    "PICKLE_SUFFIXES",
+    "Stylizer",
+    "read_metadata",
+    "resolve_device",
+]
+
+# Images with more pixels than this are tiled automatically (about 2048 x 2048); the instance-norm
+# statistics of a tiled image come from a copy scaled down to at most this many pixels.
+AUTO_TILE_PIXELS = 2048 * 2048
+DEFAULT_TILE = 1024
+PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt", ".pkl", ".pickle", ".bin")
+_BLEND = 16  # width in pixels of the linear cross-fade between neighbouring tiles
+_LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as in JPEG's YCbCr
+
+
+def _pickle_message(path: Path) -> str:
+    return (
+        f"{path.name} is a pickle file, which is never loaded for inference (it could run code); "
+        f"export it first: fast-style export {path} -o {path.with_suffix('.safetensors').name}"
+    )
+
+
+def _looks_like_pickle(head: bytes) -> bool:
+    # torch.save writes a zip archive; plain pickles start with the PROTO opcode.
+    return head.startswith(b"PK\x03\x04") or (len(head) >= 2 and head[0] == 0x80 and head[1] <= 5)
+
+
+def _is_safetensors(head: bytes) -> bool:
+    # 8-byte little-endian header length, then a JSON object.
+    return len(head) > 8 and 2 <= int.from_bytes(head[:8], "little") < 100_000_000 and head[8:9] == b"{"
+
+
+def _check_model_path(path: Path) -> bytes:
+    if not path.exists():
+        raise FastStyleError(f"model file not found: {path}")
+    if path.is_dir():
+        raise FastStyleError(f"expected a model file, got a folder: {path}")
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise FastStyleError(_pickle_message(path))
+    with path.open("rb") as fh:
+        head = fh.read(16)
+    if not head:
+        raise FastStyleError(f"model file is empty: {path}")
+    return head
+
+
+def _decode_metadata(raw: dict[str, str], path: Path) -> dict[str, Any]:
+    if raw.get("format") != "fast_style":
+        raise FastStyleError(f"{path} is not a fast_style model file (no fast_style metadata)")
+    meta: dict[str, Any] = dict(raw)
+    try:
+        meta["model_kwargs"] = json.loads(raw["model_kwargs"])
+        meta["training"] = json.loads(raw.get("training", "{}"))
+    except (KeyError, json.JSONDecodeError) as exc:
+        raise FastStyleError(f"{path} has corrupt metadata ({exc})") from None
+    if not isinstance(meta["model_kwargs"], dict) or not isinstance(meta.get("arch"), str):
+        raise FastStyleError(f"{path} has corrupt metadata (no architecture)")
+    return meta
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The header metadata of a fast_style ``.safetensors`` file, with JSON fields decoded."""
+    """The header metadata of a fast_style ``.safetensors`` or ``.onnx`` file, with JSON fields decoded."""
     path = Path(path)
-    if not path.is_file():
-        raise FastStyleError(f"model file not found: {path}")
-    if path.suffix.lower() in (".pth", ".pt", ".ckpt", ".pkl", ".bin"):
-        raise FastStyleError(
-            f"{path.name} is a pickle file and is never loaded for inference; "
-            f"convert a training checkpoint with: fast-style export {path} -o model.safetensors"
-        )
+    head = _check_model_path(path)
+    if _looks_like_pickle(head) and not _is_safetensors(head):
+        raise FastStyleError(_pickle_message(path))
+    if path.suffix.lower() == ".onnx":
+        return _decode_metadata(_onnx_session(path, "cpu").get_modelmeta().custom_metadata_map, path)
+    if not _is_safetensors(head):
+        raise FastStyleError(f"{path} is not a .safetensors model file (corrupt or another format)")
+    from safetensors import safe_open
+
     try:
         with safe_open(str(path), framework="pt") as fh:
-            meta = dict(fh.metadata() or {})
+            raw = dict(fh.metadata() or {})
     except Exception as exc:
         raise FastStyleError(f"cannot read model file {path}: {str(exc).splitlines()[0]}") from None
-    if meta.get("format") != "fast_style":
-        raise FastStyleError(f"{path} is not a fast_style model file (no fast_style metadata)")
+    return _decode_metadata(raw, path)
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; an error if CUDA is asked for but missing."""
+    name = str(device)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        meta["model_kwargs"] = json.loads(meta["model_kwargs"])
-        meta["training"] = json.loads(meta.get("training", "{}"))
-    except (KeyError, json.JSONDecodeError) as exc:
-        raise FastStyleError(f"{path} has corrupt metadata ({exc})") from None
-    return meta
+        resolved = torch.device(name)
+    except RuntimeError:
+        raise FastStyleError(f"unknown device {name!r}; use auto, cpu or cuda") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise FastStyleError("CUDA was requested but is not available; use --device cpu or auto")
+    if resolved.type not in ("cpu", "cuda"):
+        raise FastStyleError(f"unsupported device {name!r}; use auto, cpu or cuda")
+    return resolved
+
+
+def _onnx_session(path: Path, device: str) -> Any:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise FastStyleError(
+            f"{path.name} is an ONNX model, which needs onnxruntime: pip install 'fast-style[onnx]'"
+        ) from None
+    providers = ["CPUExecutionProvider"]
+    if device == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    except Exception as exc:
+        raise FastStyleError(f"cannot read ONNX model {path}: {str(exc).splitlines()[0][:200]}") from None
+
+
+# -- instance-norm statistics shared by all tiles ----------------------------------------------------
+_Stats = dict[int, tuple[torch.Tensor, torch.Tensor]]
+
+
+def _norm_layers(net: nn.Module) -> list[nn.Module]:
+    return [m for m in net.modules() if isinstance(m, nn.modules.instancenorm._InstanceNorm)]
+
+
+def _normalize(layer: nn.Module, x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+    y = (x - mean[:, :, None, None]) * torch.rsqrt(var[:, :, None, None] + layer.eps)
+    if layer.affine:
+        y = y * layer.weight[None, :, None, None] + layer.bias[None, :, None, None]
+    return y
+
+
+@contextlib.contextmanager
+def _shared_norm_stats(net: nn.Module, stats: _Stats, record: bool) -> Iterator[None]:
+    """Within the block, instance norms record their statistics into ``stats`` or apply those."""
+    layers = _norm_layers(net)
+
+    def make(index: int, layer: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            if record:
+                stats[index] = (x.mean((2, 3)), x.var((2, 3), unbiased=False))
+            mean, var = stats[index]
+            return _normalize(layer, x, mean, var)
+
+        return forward
+
+    if record:
+        stats.clear()
+    for index, layer in enumerate(layers):
+        layer.forward = make(index, layer)  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.__dict__.pop("forward", None)
+
+
+# -- tiling --------------------------------------------------------------------------------------
+def _tile_starts(length: int, tile: int, step: int) -> list[int]:
+    if length <= tile:
+        return [0]
+    starts = list(range(0, length - tile, step))
+    return starts + [length - tile]
+
+
+def _window(length: int, start: int, size: int, margin: int, total: int) -> torch.Tensor:
+    """Per-axis weights of one tile: zero on its ``margin``, a ramp, then one (image edges stay 1)."""
+    w = torch.ones(size)
+    ramp = (torch.arange(_BLEND, dtype=torch.float32) + 0.5) / _BLEND
+    if start > 0:
+        w[:margin] = 0
+        w[margin : margin + _BLEND] = ramp
+    if start + size < total:
+        w[size - margin :] = 0
+        w[size - margin - _BLEND : size - margin] = torch.minimum(w[size - margin - _BLEND : size - margin], ramp.flip(0))
+    return w[:length]
+
+
+def _pixel_scale(pixels: np.ndarray) -> float:
+    return 65535.0 if pixels.dtype == np.uint16 else (255.0 if pixels.dtype == np.uint8 else 1.0)
+
+
+def _downscaled(pixels: np.ndarray, max_pixels: int) -> np.ndarray:
+    """Block-average ``(H, W, 3)`` pixels down to at most ``max_pixels``, a band of rows at a time."""
+    h, w = pixels.shape[:2]
+    k = max(1, math.ceil(math.sqrt(h * w / max_pixels)))
+    if k == 1:
+        return pixels
+    scale = _pixel_scale(pixels)
+    rows, cols = h // k, w // k
+    out = np.empty((rows, cols, 3), dtype=np.float32)
+    band = max(1, 256 // k)
+    for r in range(0, rows, band):
+        block = pixels[r * k : (r + band) * k, : cols * k].astype(np.float32)
+        n = block.shape[0] // k
+        out[r : r + n] = block[: n * k].reshape(n, k, cols, k, 3).mean(axis=(1, 3)) / scale
+    return out
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "can't allocate memory" in str(exc)
 
 
 class Stylizer:
     """A transform network ready to stylize: ``Stylizer.from_file(path).stylize(pil_image)``."""
 
-    def __init__(self, net: torch.nn.Module, metadata: dict[str, Any] | None = None, device: str = "cpu") -> None:
-        self.device = torch.device(device)
+    supports_tiling = True
+
+    def __init__(self, net: nn.Module, metadata: dict[str, Any] | None = None, device: str = "cpu") -> None:
+        self.device = resolve_device(device)
         self.net = net.eval().requires_grad_(False).to(self.device)
         self.metadata = metadata or {}
+        self.multiple = int(getattr(net, "multiple", 4))
+        self.auto_tile_pixels = AUTO_TILE_PIXELS
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], device: str = "cpu") -> Stylizer:
-        """Rebuild the network described by an exported ``.safetensors`` file and load its weights."""
+        """Load an exported ``.safetensors`` (or ``.onnx``) model; pickles are refused unread."""
+        path = Path(path)
+        meta = read_metadata(path)
+        if path.suffix.lower() == ".onnx":
+            return OnnxStylizer(path, meta, device)
         from safetensors.torch import load_file
 
-        meta = read_metadata(path)
         try:
             net = build_model(meta["arch"], **meta["model_kwargs"])
         except (KeyError, TypeError, ValueError) as exc:
             raise FastStyleError(f"{path} describes an unknown or invalid architecture ({exc})") from None
         try:
             state = load_file(str(path))
-            net.load_state_dict(state, strict=True)
         except Exception as exc:
-            raise FastStyleError(f"{path} does not match its architecture: {str(exc).splitlines()[0]}") from None
-        if any(v.is_floating_point() and not torch.isfinite(v).all() for v in state.values()):
-            raise FastStyleError(f"{path} contains non-finite weights")
-        return cls(net, meta, device)
+            raise FastStyleError(f"cannot read model file {path}: {str(exc).splitlines()[0]}") from None
+        try:
+            net.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            first = " ".join(str(exc).split())[:300]
+            raise FastStyleError(f"{path} does not match its architecture {meta['arch']!r}: {first}") from None
+        bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise FastStyleError(f"{path} contains non-finite weights ({bad[0]}); it cannot be used")
+        return cls(net, meta, str(device))
+
+    # -- tensors -------------------------------------------------------------------------------
+    def _forward(self, images: torch.Tensor) -> torch.Tensor:
+        """The network on ``(B, 3, H, W)`` in [0, 1] on this device, any size."""
+        return self.net(images)
+
+    def _forward_aligned(self, images: torch.Tensor) -> torch.Tensor:
+        """The network on sizes that are already multiples of ``self.multiple`` (no padding)."""
+        aligned = getattr(self.net, "forward_aligned", None)
+        return aligned(images) if aligned is not None else self.net(images)
 
     @torch.inference_mode()
     def stylize_tensor(self, images: torch.Tensor) -> torch.Tensor:
-        """``(B, 3, H, W)`` in [0, 1] -> stylized ``(B, 3, H, W)`` in [0, 1]."""
-        return self.net(images.to(self.device)).clamp_(0, 1)
+        """``(B, 3, H, W)`` in [0, 1] -> stylized ``(B, 3, H, W)`` in [0, 1], in one pass."""
+        return self._forward(images.to(self.device, torch.float32)).clamp_(0, 1)
 
-    def stylize(self, image: Image.Image) -> Image.Image:
-        """Stylize one RGB PIL image."""
-        return tensor_to_image(self.stylize_tensor(image_to_tensor(image)))
+    @staticmethod
+    def _finish(stylized: torch.Tensor, content: torch.Tensor, strength: float, preserve_color: bool) -> torch.Tensor:
+        if preserve_color:
+            luma = stylized.new_tensor(_LUMA)[None, :, None, None]
+            delta = ((stylized - content) * luma).sum(1, keepdim=True)
+            stylized = content + delta  # the stylized luminance with the content's chroma
+        if strength != 1.0:
+            stylized = content + strength * (stylized - content)
+        return stylized.clamp_(0, 1)
+
+    def _to_tensor(self, pixels: np.ndarray) -> torch.Tensor:
+        scale = _pixel_scale(pixels)
+        tensor = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32)).permute(2, 0, 1)[None]
+        return tensor.to(self.device).div_(scale)
+
+    # -- arrays --------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def stylize_array(
+        self,
+        pixels: np.ndarray,
+        *,
+        strength: float = 1.0,
+        preserve_color: bool = False,
+        tile: int | None = None,
+    ) -> np.ndarray:
+        """``(H, W, 3)`` uint8 or uint16 pixels -> stylized ``(H, W, 3)`` uint8.
+
+        ``tile`` forces tiles of that side; ``None`` tiles only images over ``auto_tile_pixels``,
+        or after running out of GPU memory.
+        """
+        if not 0.0 <= strength <= 1.0:
+            raise FastStyleError(f"strength must be within [0, 1], got {strength}")
+        h, w = pixels.shape[:2]
+        stats_pixels = self.auto_tile_pixels
+        if tile is None and h * w <= self.auto_tile_pixels:
+            try:
+                content = self._to_tensor(pixels)
+                out = self._finish(self._forward(content), content, strength, preserve_color)
+                return self._to_uint8(out)
+            except RuntimeError as exc:  # out of GPU (or CPU) memory: go on in tiles
+                if not _out_of_memory(exc):
+                    raise
+                content = out = None  # type: ignore[assignment]
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                stats_pixels = min(stats_pixels, h * w // 4)  # the whole image did not fit
+        size = tile or DEFAULT_TILE
+        while True:
+            try:
+                return self._stylize_tiled(pixels, size, stats_pixels, strength, preserve_color)
+            except RuntimeError as exc:
+                if not _out_of_memory(exc):
+                    raise
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                if size <= 128:
+                    raise FastStyleError("out of memory even with 128 px tiles") from None
+                size, stats_pixels = size // 2, stats_pixels // 4
+
+    @staticmethod
+    def _to_uint8(images: torch.Tensor) -> np.ndarray:
+        return images[0].mul(255).round_().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+    def _stylize_tiled(
+        self, pixels: np.ndarray, tile: int, stats_pixels: int, strength: float, preserve_color: bool
+    ) -> np.ndarray:
+        h, w = pixels.shape[:2]
+        m = self.multiple
+        # Pad once to the network's multiple, as the network itself does for a whole image.
+        pad_h, pad_w = (-h) % m, (-w) % m
+        mode = "reflect" if pad_h < h and pad_w < w else "edge"
+        padded = np.pad(pixels, ((0, pad_h), (0, pad_w), (0, 0)), mode=mode) if pad_h or pad_w else pixels
+        total_h, total_w = padded.shape[:2]
+
+        stats: _Stats = {}
+        with _shared_norm_stats(self.net, stats, record=True):
+            self._forward(self._to_tensor(_downscaled(padded, stats_pixels)))
+
+        tile = max(m * 16, tile // m * m)
+        radius = int(getattr(self.net, "receptive_radius", lambda: 64)())
+        margin = min(math.ceil((radius + 2) / m) * m, (tile // 4) // m * m)
+        step = tile - 2 * margin - _BLEND
+        ys = _tile_starts(total_h, tile, step)
+        xs = _tile_starts(total_w, tile, step)
+
+        result = np.empty((h, w, 3), dtype=np.uint8)
+        acc = torch.zeros(3, 0, total_w)
+        weight = torch.zeros(0, total_w)
+        top = 0  # first image row held in acc / weight
+
+        def emit(rows: int) -> None:
+            nonlocal acc, weight, top
+            done = (acc[:, :rows] / weight[:rows].clamp_min(1e-8)).clamp_(0, 1)
+            end = min(top + rows, h)
+            if end > top:
+                block = done[:, : end - top, :w].mul_(255).round_().to(torch.uint8)
+                result[top:end] = block.permute(1, 2, 0).numpy()
+            acc, weight, top = acc[:, rows:], weight[rows:], top + rows
+
+        with _shared_norm_stats(self.net, stats, record=False):
+            for y in ys:
+                if y > top:
+                    emit(y - top)
+                th = min(tile, total_h - y)
+                grow = y + th - top - acc.shape[1]
+                if grow > 0:
+                    acc = torch.cat([acc, torch.zeros(3, grow, total_w)], 1)
+                    weight = torch.cat([weight, torch.zeros(grow, total_w)], 0)
+                wy = _window(th, y, tile, margin, total_h)
+                for x in xs:
+                    tw = min(tile, total_w - x)
+                    content = self._to_tensor(padded[y : y + th, x : x + tw])
+                    out = self._finish(self._forward_aligned(content), content, strength, preserve_color)
+                    wgt = wy[:, None] * _window(tw, x, tile, margin, total_w)[None, :]
+                    acc[:, y - top : y - top + th, x : x + tw] += out[0].float().cpu() * wgt
+                    weight[y - top : y - top + th, x : x + tw] += wgt
+            emit(acc.shape[1])
+        return result
+
+    # -- images --------------------------------------------------------------------------------
+    def stylize(
+        self,
+        image: Image.Image,
+        *,
+        strength: float = 1.0,
+        preserve_color: bool = False,
+        tile: int | None = None,
+        max_size: int | None = None,
+    ) -> Image.Image:
+        """Stylize a PIL image of any mode; alpha is kept, the result is RGB or RGBA.
+
+        ``max_size`` scales the image down so its longer side is at most that many pixels.
+        """
+        img = normalize_mode(image)
+        if max_size is not None and max(img.size) > max_size:
+            img = resize_long_side(img, max_size)
+        pixels, alpha = rgb_array(img)
+        out = Image.fromarray(
+            self.stylize_array(pixels, strength=strength, preserve_color=preserve_color, tile=tile), mode="RGB"
+        )
+        if alpha is not None:
+            out.putalpha(alpha)
+        return out
+
+
+class OnnxStylizer(Stylizer):
+    """A ``Stylizer`` that runs an exported ``.onnx`` model with onnxruntime (no tiling)."""
+
+    supports_tiling = False
+
+    def __init__(self, path: str | os.PathLike[str], metadata: dict[str, Any], device: str = "cpu") -> None:
+        self.device = resolve_device(device)
+        self.session = _onnx_session(Path(path), self.device.type)
+        self.metadata = metadata
+        self.multiple = int(metadata.get("multiple", 4))
+        self.auto_tile_pixels = 1 << 62  # tiles need shared statistics, which ONNX graphs do not expose
+        self.input_name = self.session.get_inputs()[0].name
+
+    def _forward_aligned(self, images: torch.Tensor) -> torch.Tensor:
+        out = self.session.run(None, {self.input_name: images.detach().cpu().numpy()})[0]
+        return torch.from_numpy(out).to(images.device)
+
+    def _forward(self, images: torch.Tensor) -> torch.Tensor:
+        h, w = images.shape[-2:]
+        pad_h, pad_w = (-h) % self.multiple, (-w) % self.multiple
+        if pad_h or pad_w:
+            mode = "reflect" if pad_h < h and pad_w < w else "replicate"
+            images = F.pad(images, (0, pad_w, 0, pad_h), mode=mode)
+        return self._forward_aligned(images)[..., :h, :w]
+
+    def stylize_array(self, pixels: np.ndarray, *, tile: int | None = None, **kwargs: Any) -> np.ndarray:
+        """As ``Stylizer.stylize_array``; tiling is not available for ONNX models."""
+        if tile is not None:
+            raise FastStyleError("tiling (--tile) needs a .safetensors model; ONNX models run whole images")
+        return super().stylize_array(pixels, tile=None, **kwargs)
+
+    def stylize_tensor(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, H, W)`` in [0, 1] -> stylized ``(B, 3, H, W)`` in [0, 1], in one pass."""
+        return self._forward(images.float()).clamp_(0, 1)
+

@@ -52,3 +52,82 @@ def require(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"{path.name} not found beside the project (expected at ../shared/...)")
     return path
+
+
+# -- tiny transform networks and their files (export / stylize tests) ---------------------------------
+TINY_NET = {"channels": [4, 8, 8], "num_residual": 1}
+
+
+def tiny_checkpoint(path: Path, seed: int = 0, prefix: str = "net.", **kwargs: object) -> Path:
+    """A training checkpoint as ``fast-style train`` writes it (network weights + fast_style metadata)."""
+    import torch
+
+    from fast_style.models import TransformerNet, model_config
+
+    torch.manual_seed(seed)
+    net = TransformerNet(**{**TINY_NET, **kwargs})
+    with torch.no_grad():  # non-trivial affine norms, so a wrong load would show
+        for module in net.modules():
+            if isinstance(module, torch.nn.InstanceNorm2d):
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.2, 0.2)
+    ckpt = {
+        "state_dict": {prefix + k: v for k, v in net.state_dict().items()},
+        "global_step": 7,
+        "epoch": 1,
+        "fast_style": {
+            "model": model_config(net),
+            "style_name": "tiny_style",
+            "loss": {"network": "vgg16_bn", "style_weight": 1.0e5},
+        },
+    }
+    torch.save(ckpt, path)
+    return path
+
+
+@pytest.fixture
+def make_tiny_checkpoint() -> object:
+    """``tiny_checkpoint`` itself, for tests that need variants (a prefix, other widths)."""
+    return tiny_checkpoint
+
+
+@pytest.fixture
+def tiny_net_config() -> dict[str, object]:
+    return dict(TINY_NET)
+
+
+@pytest.fixture
+def tiny_ckpt(tmp_path: Path) -> Path:
+    return tiny_checkpoint(tmp_path / "tiny.ckpt")
+
+
+@pytest.fixture
+def tiny_model(tiny_ckpt: Path) -> Path:
+    """An exported ``.safetensors`` model of the tiny network."""
+    from fast_style.export import export_safetensors
+
+    return export_safetensors(tiny_ckpt, tiny_ckpt.with_name("tiny.safetensors"))
+
+
+class PicklePayload:
+    """Unpickling this creates ``marker``: proof that a pickle ran code."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        return (open, (str(self.marker), "w"))
+
+
+@pytest.fixture
+def pickle_payload(tmp_path: Path) -> tuple[Path, Path]:
+    """A ``.pth`` whose unpickling would create a marker file (and ``evil_zip.pt``, the same via torch.save)."""
+    import pickle
+
+    marker = tmp_path / "PWNED"
+    payload = tmp_path / "evil.pth"
+    payload.write_bytes(pickle.dumps({"state_dict": PicklePayload(marker)}, protocol=2))
+    import torch
+
+    torch.save({"state_dict": PicklePayload(marker)}, tmp_path / "evil_zip.pt")  # torch's zip container
+    return payload, marker

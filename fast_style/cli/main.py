@@ -15,6 +15,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("fast_style.cli.train", "train a feed-forward style network (Hydra: configs/train.yaml)"),
     "optimize": ("fast_style.cli.optimize", "stylize one image by optimizing its pixels (Hydra: configs/optimize.yaml)"),
     "compare": ("fast_style.cli.compare", "optimization vs a feed-forward model on one image (configs/compare.yaml)"),
+    "export": ("fast_style.cli.export", "turn a training checkpoint into a .safetensors or .onnx inference file"),
+    "stylize": ("fast_style.cli.stylize", "stylize photos with an exported model (files or folders)"),
 }
 
 USAGE = "usage: fast-style {" + ",".join(COMMANDS) + "} [args...]   (fast-style COMMAND --help for more)"

@@ -71,11 +71,19 @@ class FastTransformerNet(nn.Module):
         """Constructor arguments that rebuild this network."""
         return {"channels": list(self.channels), "num_residual": self.num_residual}
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        x = pad_to_multiple(x, self.multiple)
+    def receptive_radius(self) -> int:
+        """Pixels of context on each side that one output pixel depends on (tiling margin)."""
+        # 5x5 (2), stride-2 3x3s at 1x (1) and 2x (2), separable 3x3s at 4x (4 each),
+        # upsampled 3x3s at 2x (2) and 1x (1), 5x5 head (2).
+        return 2 + 1 + 2 + 8 * self.num_residual + 2 + 1 + 2
+
+    def forward_aligned(self, x: torch.Tensor) -> torch.Tensor:
+        """Stylize ``(B, 3, H, W)`` in [0, 1] whose ``H`` and ``W`` are multiples of ``multiple``."""
         y = self.residuals(self.encoder(x))
         y = self.up1(F.interpolate(y, scale_factor=2, mode="nearest"))
         y = self.up2(F.interpolate(y, scale_factor=2, mode="nearest"))
-        y = torch.sigmoid(self.head(y))
-        return y[..., :h, :w]
+        return torch.sigmoid(self.head(y))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        return self.forward_aligned(pad_to_multiple(x, self.multiple))[..., :h, :w]

@@ -48,10 +48,19 @@ class TransformerNet(nn.Module):
         """Constructor arguments that rebuild this network (stored in checkpoints and exports)."""
         return {"channels": list(self.channels), "num_residual": self.num_residual}
 
+    def receptive_radius(self) -> int:
+        """Pixels of context on each side that one output pixel depends on (tiling margin)."""
+        # 9x9 conv (4), stride-2 3x3 at 1x (1) and 2x (2), residual 3x3s at 4x (4 each),
+        # upsample 3x3s at 2x (2) and 1x (1), final 9x9 (4).
+        return 4 + 1 + 2 + 8 * self.num_residual + 2 + 1 + 4
+
+    def forward_aligned(self, x: torch.Tensor) -> torch.Tensor:
+        """Stylize ``(B, 3, H, W)`` in [0, 1] whose ``H`` and ``W`` are multiples of ``multiple``."""
+        y = self.decoder(self.residuals(self.encoder(x)))
+        # A bounded output keeps the perceptual loss in the range VGG was trained on.
+        return torch.sigmoid(y)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
         x = pad_to_multiple(x, self.multiple)
-        y = self.decoder(self.residuals(self.encoder(x)))
-        # A bounded output keeps the perceptual loss in the range VGG was trained on.
-        y = torch.sigmoid(y)
-        return y[..., :h, :w]
+        return self.forward_aligned(x)[..., :h, :w]

@@ -1,0 +1,63 @@
+"""``fast-style export CKPT -o OUT [--format safetensors|onnx]``: training checkpoint -> inference file."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from fast_style.errors import FastStyleError
+
+__all__ = ["main"]
+
+PROG = "fast-style export"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=(
+            "Turn a training checkpoint (.ckpt) into an inference file: .safetensors (weights plus the "
+            "metadata that rebuilds the network) or .onnx. A .safetensors file can also be converted to ONNX."
+        ),
+        epilog="TorchScript is not offered: safetensors serves PyTorch, ONNX serves other runtimes.",
+    )
+    parser.add_argument("checkpoint", metavar="CKPT", help="a fast-style training checkpoint (.ckpt) or a .safetensors file")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT", help="the file to write (.safetensors or .onnx)")
+    parser.add_argument(
+        "--format",
+        choices=["safetensors", "onnx", "torchscript"],
+        default=None,
+        help="output format (default: from OUT's extension, else safetensors)",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``fast-style export``; returns the exit code."""
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2
+
+    from fast_style.export import export_model
+
+    out = Path(args.output)
+    try:
+        if out.exists() and not args.overwrite:
+            raise FastStyleError(f"{out} exists; pass --overwrite to replace it")
+        written = export_model(args.checkpoint, out, args.format)
+    except FastStyleError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    print(f"wrote {written} ({written.stat().st_size / 1e6:.2f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,211 @@
+"""``fast-style stylize INPUT... -m MODEL -o OUTPUT``: stylize photos with an exported model.
+
+Imports nothing from training, Lightning, Hydra or VGG, so it starts fast and runs anywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from fast_style.errors import FastStyleError
+from fast_style.images import IMAGE_EXTENSIONS, image_format_for, open_image, save_image
+
+__all__ = ["Job", "main", "plan_jobs"]
+
+PROG = "fast-style stylize"
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+# Formats that store an alpha channel; for the others a transparent image is flattened onto white.
+_ALPHA_FORMATS = {"PNG", "WEBP", "TIFF", "GIF", "TGA", "ICO", "JPEG2000"}
+_SAVE_OPTIONS: dict[str, dict[str, object]] = {
+    "JPEG": {"quality": 95},
+    "WEBP": {"quality": 95},
+}
+
+
+@dataclass(frozen=True)
+class Job:
+    """One input image and where its stylized version goes (``error`` set when it cannot be planned)."""
+
+    source: Path
+    target: Path
+    error: str | None = None
+
+
+def _folder_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+
+
+def plan_jobs(inputs: Sequence[str], output: str) -> list[Job]:
+    """Map inputs (files or folders) to output files; OUTPUT is a file for one input, else a folder.
+
+    Raises ``FastStyleError`` for problems that concern the whole command: an unknown output
+    extension, an output that is a file where a folder is needed, or two inputs with one output.
+    """
+    out = Path(output)
+    single = len(inputs) == 1 and not Path(inputs[0]).is_dir()
+    jobs: list[Job] = []
+    if single and not out.is_dir():
+        source = Path(inputs[0])
+        image_format_for(out)
+        jobs.append(Job(source, out))
+    else:
+        if out.exists() and not out.is_dir():
+            raise FastStyleError(f"OUTPUT must be a folder for several inputs, but {out} is a file")
+        for name in inputs:
+            source = Path(name)
+            if source.is_dir():
+                found = _folder_images(source)
+                if not found:
+                    jobs.append(Job(source, out, f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder {source}"))
+                jobs.extend(Job(p, out / p.relative_to(source)) for p in found)
+            else:
+                jobs.append(Job(source, out / source.name))
+        for job in jobs:
+            if job.error is None:
+                image_format_for(job.target)
+    seen: dict[Path, Path] = {}
+    for job in jobs:
+        if job.error is not None:
+            continue
+        key = job.target.resolve()
+        if key in seen:
+            raise FastStyleError(f"{seen[key]} and {job.source} would both be written to {job.target}")
+        seen[key] = job.source
+        if job.source.exists() and key == job.source.resolve():
+            raise FastStyleError(f"output {job.target} would replace its input; choose another OUTPUT")
+    return jobs
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Stylize photos with an exported model (.safetensors, or .onnx with onnxruntime).",
+        epilog="Exit codes: 0 all done, 1 some inputs failed, 2 usage or model error, 130 interrupted.",
+    )
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders (searched recursively)")
+    parser.add_argument("-m", "--model", required=True, help="exported model file (.safetensors or .onnx)")
+    parser.add_argument(
+        "-o", "--output", required=True, help="output file for one input image, else an output folder"
+    )
+    parser.add_argument("--max-size", type=int, default=None, metavar="N", help="scale down so the longer side is at most N px")
+    parser.add_argument("--tile", type=int, default=None, metavar="N", help="process in N px tiles (default: only when needed)")
+    parser.add_argument("--strength", type=float, default=1.0, metavar="S", help="blend with the original: 0 = photo, 1 = full style")
+    parser.add_argument("--preserve-color", action="store_true", help="keep the photo's colours (transfer luminance only)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run (default: auto)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    return parser
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    if args.max_size is not None and args.max_size < 16:
+        raise FastStyleError(f"--max-size must be at least 16, got {args.max_size}")
+    if args.tile is not None and args.tile < 64:
+        raise FastStyleError(f"--tile must be at least 64, got {args.tile}")
+    if not 0.0 <= args.strength <= 1.0:
+        raise FastStyleError(f"--strength must be within [0, 1], got {args.strength}")
+
+
+def _for_format(img: Image.Image, fmt: str) -> Image.Image:
+    if img.mode == "RGBA" and fmt not in _ALPHA_FORMATS:
+        flat = Image.new("RGB", img.size, (255, 255, 255))
+        flat.paste(img, mask=img.getchannel("A"))
+        return flat
+    return img
+
+
+def _save_params(source: Image.Image, fmt: str) -> dict[str, object]:
+    params: dict[str, object] = dict(_SAVE_OPTIONS.get(fmt, {}))
+    exif = source.info.get("exif")
+    if exif and fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
+        params["exif"] = exif  # orientation already applied and removed by the loader
+    icc = source.info.get("icc_profile")
+    if icc and len(icc) > 20 and icc[16:20] == b"RGB " and fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
+        params["icc_profile"] = icc  # only RGB profiles describe the RGB output
+    return params
+
+
+def _run_job(job: Job, stylizer: object, args: argparse.Namespace) -> None:
+    if job.error is not None:
+        raise FastStyleError(job.error)
+    if job.target.exists() and not args.overwrite:
+        raise FastStyleError(f"{job.target} exists; pass --overwrite to replace it")
+    source = open_image(job.source)
+    fmt = image_format_for(job.target)
+    result = stylizer.stylize(  # type: ignore[attr-defined]
+        source, strength=args.strength, preserve_color=args.preserve_color, tile=args.tile, max_size=args.max_size
+    )
+    try:
+        save_image(_for_format(result, fmt), job.target, overwrite=args.overwrite, **_save_params(source, fmt))
+    except FileExistsError:
+        raise FastStyleError(f"{job.target} exists; pass --overwrite to replace it") from None
+    except (OSError, ValueError) as exc:
+        raise FastStyleError(f"cannot write {job.target}: {exc}") from None
+
+
+def _error(message: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(f"{PROG}: error: {message}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``fast-style stylize``; returns the exit code."""
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+
+    from fast_style.inference import Stylizer
+
+    try:
+        _check_options(args)
+        jobs = plan_jobs(args.inputs, args.output)
+        stylizer = Stylizer.from_file(args.model, device=args.device)
+        if args.tile is not None and not stylizer.supports_tiling:
+            raise FastStyleError("--tile needs a .safetensors model; ONNX models run whole images")
+    except FastStyleError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+    done = failed = 0
+    progress = tqdm(jobs, desc="stylize", unit="image", disable=None if len(jobs) > 1 else True, file=sys.stderr)
+    try:
+        for job in progress:
+            try:
+                _run_job(job, stylizer, args)
+                done += 1
+            except FastStyleError as exc:
+                failed += 1
+                _error(str(exc))
+    except KeyboardInterrupt:
+        progress.close()
+        print(f"{PROG}: interrupted after {done} image(s); no partial file was left", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    progress.close()
+
+    seconds = time.perf_counter() - start
+    per_image = f", {seconds / done:.2f} s/image" if done else ""
+    summary = f"stylized {done} of {len(jobs)} image(s) in {seconds:.2f} s{per_image} on {stylizer.device.type}"
+    if failed:
+        summary += f"; {failed} failed"
+    print(summary)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

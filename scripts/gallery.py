@@ -1,0 +1,77 @@
+"""Stylize the demo photo with every shipped checkpoint, and build a side-by-side gallery image.
+
+    python scripts/gallery.py                       # -> outputs/gallery/{<style>.jpg, gallery.jpg}
+    python scripts/gallery.py --readme-image assets/gallery.jpg   # also refresh the README's image
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from PIL import Image, ImageOps
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from fast_style.images import open_image, save_image  # noqa: E402
+from fast_style.inference import Stylizer  # noqa: E402
+
+STYLES = ("starry_night", "great_wave_crop", "composition_vii")
+
+
+def _panel(img: Image.Image, height: int, inset: Image.Image | None = None) -> Image.Image:
+    """``img`` scaled to ``height``, with ``inset`` (the style image) in its lower-left corner."""
+    panel = img.convert("RGB").resize((round(img.width * height / img.height), height), Image.Resampling.LANCZOS)
+    if inset is not None:
+        side = height // 3
+        thumb = ImageOps.fit(inset.convert("RGB"), (side, side), Image.Resampling.LANCZOS)
+        framed = ImageOps.expand(thumb, border=2, fill=(255, 255, 255))
+        panel.paste(framed, (6, height - framed.height - 6))
+    return panel
+
+
+def build_gallery(photo: Image.Image, results: list[tuple[Image.Image, Image.Image]], height: int) -> Image.Image:
+    """One row: the photo, then each stylized photo with its style image as an inset."""
+    panels = [_panel(photo, height)] + [_panel(out, height, style) for out, style in results]
+    gap = 4
+    row = Image.new("RGB", (sum(p.width for p in panels) + gap * (len(panels) - 1), height), (255, 255, 255))
+    x = 0
+    for panel in panels:
+        row.paste(panel, (x, 0))
+        x += panel.width + gap
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--photo", type=Path, default=ROOT / "assets/demo/astronaut.jpg")
+    parser.add_argument("--checkpoints", type=Path, default=ROOT / "checkpoints")
+    parser.add_argument("--styles", type=Path, default=ROOT / "assets/styles", help="style images, for the insets")
+    parser.add_argument("-o", "--output", type=Path, default=Path("outputs/gallery"))
+    parser.add_argument("--height", type=int, default=256, help="height of each gallery panel in pixels")
+    parser.add_argument("--readme-image", type=Path, default=None, help="also write the gallery here")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    args = parser.parse_args(argv)
+
+    photo = open_image(args.photo).convert("RGB")
+    results: list[tuple[Image.Image, Image.Image]] = []
+    for style in STYLES:
+        model = args.checkpoints / f"{style}.safetensors"
+        start = time.perf_counter()
+        out = Stylizer.from_file(model, device=args.device).stylize(photo)
+        target = save_image(out, args.output / f"{style}.jpg", quality=92)
+        print(f"{target}  ({time.perf_counter() - start:.2f} s)")
+        results.append((out, open_image(args.styles / f"{style}.jpg")))
+    gallery = build_gallery(photo, results, args.height)
+    for target in [args.output / "gallery.jpg", args.readme_image]:
+        if target is not None:
+            save_image(gallery, target, quality=85, optimize=True)
+            print(f"{target}  ({target.stat().st_size / 1024:.0f} KB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

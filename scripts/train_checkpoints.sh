@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Retrain the shipped checkpoints in checkpoints/ with the CPU recipe (configs/experiment/cpu_demo.yaml)
+# and export them. Usage: scripts/train_checkpoints.sh [STYLE...]   (default: all three)
+# Expects the data folder beside the project (../shared); set SHARED to point elsewhere.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SHARED="${SHARED:-../shared}"
+PYTHON="${PYTHON:-python}"
+styles=("$@")
+[ ${#styles[@]} -gt 0 ] || styles=(starry_night great_wave_crop composition_vii)
+for style in "${styles[@]}"; do
+    run="runs/checkpoints/$style"
+    start=$(date +%s)
+    "$PYTHON" -m fast_style.cli.main train experiment=cpu_demo \
+        "style_image=$SHARED/data/styles/$style.jpg" "data.root=$SHARED/data/coco128" \
+        loss.network=vgg16_bn "loss.weights=$SHARED/weights/vgg16_bn_features_offline.pt" \
+        "hydra.run.dir=$run"
+    seconds=$(( $(date +%s) - start ))
+    "$PYTHON" -m fast_style.cli.main export "$run/checkpoints/last.ckpt" -o "checkpoints/$style.safetensors" --overwrite
+    echo "$style: trained in ${seconds} s" | tee -a runs/checkpoints/timings.txt
+done

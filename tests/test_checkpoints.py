@@ -1,0 +1,51 @@
+"""The shipped inference files in checkpoints/ and the README's quick start (scripts/gallery.py)."""
+
+from __future__ import annotations
+
+import runpy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fast_style.inference import Stylizer, read_metadata
+
+ROOT = Path(__file__).resolve().parents[1]
+STYLES = ("starry_night", "great_wave_crop", "composition_vii")
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_shipped_checkpoint(style: str) -> None:
+    path = ROOT / "checkpoints" / f"{style}.safetensors"
+    meta = read_metadata(path)
+    assert meta["style_name"] == style
+    assert meta["arch"] == "johnson"
+    assert meta["training"]["loss"]["network"] == "vgg16_bn"
+    assert meta["training"]["global_step"] > 0
+    assert path.stat().st_size < 5_000_000
+    with Image.open(ROOT / "assets" / "demo" / "astronaut.jpg") as img:
+        small = img.convert("RGB").resize((64, 64))
+    out = Stylizer.from_file(path).stylize(small)
+    assert out.size == (64, 64)
+    # a trained style visibly changes the photo
+    assert np.abs(np.asarray(out).astype(int) - np.asarray(small).astype(int)).mean() > 10
+    assert (ROOT / "assets" / "styles" / f"{style}.jpg").is_file()
+
+
+def test_quick_start_gallery(tmp_path: Path) -> None:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        gallery = runpy.run_path(str(ROOT / "scripts" / "gallery.py"))
+        code = gallery["main"](["-o", str(tmp_path / "gallery"), "--height", "64", "--device", "cpu"])
+    finally:
+        torch.set_num_threads(threads)
+    assert code == 0
+    written = sorted(p.name for p in (tmp_path / "gallery").iterdir())
+    assert written == sorted([f"{s}.jpg" for s in STYLES] + ["gallery.jpg"])
+    with Image.open(tmp_path / "gallery" / "starry_night.jpg") as img:
+        assert img.size == (512, 512)
+    with Image.open(tmp_path / "gallery" / "gallery.jpg") as img:
+        assert img.height == 64 and img.width == 4 * 64 + 3 * 4

@@ -1,0 +1,153 @@
+"""fast-style export: training checkpoint -> .safetensors / .onnx, and the metadata that rebuilds it."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from fast_style.cli.export import main as export_main
+from fast_style.cli.main import main as cli_main
+from fast_style.export import load_training_checkpoint
+from fast_style.inference import Stylizer, read_metadata
+from fast_style.models import TransformerNet
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> object:
+    """Tiny networks run faster on one thread, and leave the other core to the rest of the suite."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_round_trip_equals_in_memory_network(tiny_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "model.safetensors"
+    assert cli_main(["export", str(tiny_ckpt), "-o", str(out)]) == 0
+    assert "wrote" in capsys.readouterr().out
+
+    net, _ = load_training_checkpoint(tiny_ckpt)
+    stylizer = Stylizer.from_file(out)
+    images = torch.rand(2, 3, 37, 50)
+    with torch.no_grad():
+        expected = net(images).clamp(0, 1)
+    assert torch.equal(stylizer.stylize_tensor(images), expected)
+
+
+def test_metadata_rebuilds_the_architecture(tiny_ckpt: Path, tmp_path: Path, tiny_net_config: dict) -> None:
+    out = tmp_path / "model.safetensors"
+    assert export_main([str(tiny_ckpt), "-o", str(out)]) == 0
+    meta = read_metadata(out)
+    assert meta["format"] == "fast_style" and meta["format_version"] == "1"
+    assert meta["arch"] == "johnson"
+    assert meta["model_kwargs"] == tiny_net_config
+    assert meta["style_name"] == "tiny_style"
+    assert meta["training"]["global_step"] == 7 and meta["training"]["loss"]["network"] == "vgg16_bn"
+    net = Stylizer.from_file(out).net
+    assert isinstance(net, TransformerNet)
+    assert net.config() == tiny_net_config
+    # only the transform network's weights, nothing from the loss network
+    assert set(load_file(str(out))) == set(TransformerNet(**tiny_net_config).state_dict())
+
+
+def test_compiled_prefix_is_removed(tmp_path: Path, make_tiny_checkpoint) -> None:
+    ckpt = make_tiny_checkpoint(tmp_path / "compiled.ckpt", prefix="net._orig_mod.")
+    out = tmp_path / "model.safetensors"
+    assert export_main([str(ckpt), "-o", str(out)]) == 0
+    keys = set(load_file(str(out)))
+    assert keys and not any("_orig_mod" in k for k in keys)
+
+
+def test_non_finite_weights_are_not_exported(tmp_path: Path, capsys: pytest.CaptureFixture[str], make_tiny_checkpoint) -> None:
+    ckpt = make_tiny_checkpoint(tmp_path / "nan.ckpt")
+    data = torch.load(ckpt, weights_only=True)
+    data["state_dict"]["net.encoder.0.1.weight"][0, 0, 0, 0] = float("nan")
+    torch.save(data, ckpt)
+    out = tmp_path / "model.safetensors"
+    assert export_main([str(ckpt), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "non-finite weights" in err and err.count("\n") == 1
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nan.ckpt"]
+
+
+def test_pickle_payload_never_runs_on_export(pickle_payload: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    payload, marker = pickle_payload
+    out = tmp_path / "model.safetensors"
+    assert export_main([str(payload), "-o", str(out)]) == 2
+    assert "cannot read checkpoint" in capsys.readouterr().err
+    assert not marker.exists() and not out.exists()
+    pickle.loads(payload.read_bytes())  # the payload is live: plain unpickling runs it
+    assert marker.exists()
+
+
+def test_existing_output_is_kept_without_overwrite(tiny_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "model.safetensors"
+    out.write_bytes(b"keep me")
+    assert export_main([str(tiny_ckpt), "-o", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert out.read_bytes() == b"keep me"
+    assert export_main([str(tiny_ckpt), "-o", str(out), "--overwrite"]) == 0
+    assert read_metadata(out)["arch"] == "johnson"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--format", "torchscript"], "TorchScript export is not offered"),
+        (["--format", "onnx"], "must be written to a .onnx file"),
+    ],
+)
+def test_format_errors(tiny_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str) -> None:
+    out = tmp_path / "model.safetensors"
+    assert export_main([str(tiny_ckpt), "-o", str(out), *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_not_a_training_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ckpt = tmp_path / "other.ckpt"
+    torch.save({"weights": torch.zeros(3)}, ckpt)
+    assert export_main([str(ckpt), "-o", str(tmp_path / "m.safetensors")]) == 2
+    assert "not a fast-style training checkpoint" in capsys.readouterr().err
+    assert export_main([str(tmp_path / "missing.ckpt"), "-o", str(tmp_path / "m.safetensors")]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_onnx_export_matches_pytorch(tiny_ckpt: Path, tmp_path: Path, tiny_net_config: dict) -> None:
+    onnx = pytest.importorskip("onnx", reason="ONNX export needs the onnx package (extra: onnx)")
+    pytest.importorskip("onnxruntime", reason="ONNX verification needs onnxruntime (extra: onnx)")
+    out = tmp_path / "model.onnx"
+    assert export_main([str(tiny_ckpt), "-o", str(out)]) == 0
+
+    model = onnx.load(str(out))
+    assert max(op.version for op in model.opset_import if op.domain in ("", "ai.onnx")) >= 17
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_param for d in dims] == ["batch", "", "height", "width"]
+    assert read_metadata(out)["model_kwargs"] == tiny_net_config
+
+    net, _ = load_training_checkpoint(tiny_ckpt)
+    onnx_stylizer = Stylizer.from_file(out)
+    for shape in [(1, 3, 64, 96), (2, 3, 37, 50)]:
+        images = torch.rand(*shape)
+        with torch.no_grad():
+            expected = net(images).clamp(0, 1)
+        got = onnx_stylizer.stylize_tensor(images)
+        assert got.shape == expected.shape
+        assert torch.allclose(got, expected, atol=1e-4), (got - expected).abs().max()
+
+
+def test_safetensors_converts_to_onnx(tiny_model: Path, tmp_path: Path) -> None:
+    pytest.importorskip("onnx", reason="ONNX export needs the onnx package (extra: onnx)")
+    pytest.importorskip("onnxruntime", reason="ONNX verification needs onnxruntime (extra: onnx)")
+    out = tmp_path / "converted.onnx"
+    assert export_main([str(tiny_model), "-o", str(out), "--format", "onnx"]) == 0
+    images = torch.rand(1, 3, 48, 40)
+    expected = Stylizer.from_file(tiny_model).stylize_tensor(images)
+    assert torch.allclose(Stylizer.from_file(out).stylize_tensor(images), expected, atol=1e-4)
+    assert read_metadata(out)["style_name"] == "tiny_style"
