@@ -179,7 +179,7 @@ def test_cli_refuses_to_overwrite_results(tmp_path, style_path, model_path, caps
     "model, message",
     [
         ("missing.safetensors", "model file not found"),
-        ("garbage.safetensors", "cannot read model file"),
+        ("garbage.safetensors", "is not a .safetensors model file"),
         ("weights.pth", "pickle"),
     ],
 )
