@@ -131,3 +131,14 @@ def pickle_payload(tmp_path: Path) -> tuple[Path, Path]:
 
     torch.save({"state_dict": PicklePayload(marker)}, tmp_path / "evil_zip.pt")  # torch's zip container
     return payload, marker
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny networks run faster on one thread, and leave the other core to the rest of the suite."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -16,13 +16,7 @@ from fast_style.inference import Stylizer, read_metadata
 from fast_style.models import TransformerNet
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> object:
-    """Tiny networks run faster on one thread, and leave the other core to the rest of the suite."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_round_trip_equals_in_memory_network(tiny_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -24,13 +24,7 @@ from fast_style.inference import Stylizer
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> object:
-    """Tiny networks run faster on one thread, and leave the other core to the rest of the suite."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def photo(path: Path, size: tuple[int, int] = (48, 40), seed: int = 0, mode: str = "RGB", **save: object) -> Path:
