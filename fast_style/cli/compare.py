@@ -12,7 +12,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig
 
 from fast_style.cli.hydra_app import run_hydra_task
-from fast_style.cli.optimize import load_styles, style_paths
+from fast_style.cli.optimize import load_styles, pixel_optimizer_settings, style_paths
 from fast_style.errors import FastStyleError
 
 __all__ = ["checkpoint_steps", "compare", "loss_mismatches", "main", "translate_args"]
@@ -84,8 +84,7 @@ def compare(cfg: DictConfig) -> Path:
     differences = loss_mismatches(trained, cfg.loss)
     if differences:
         log.warning("the model was trained with another loss than the one measuring here: %s", "; ".join(differences))
-    make_optimizer = instantiate(cfg.optimizer)
-    lr_decay = cfg.get("lr_decay") or {}
+    settings = pixel_optimizer_settings(cfg)
 
     loss = instantiate(cfg.loss).to(device)
     choice = HydraConfig.get().runtime.choices.get("optimizer")
@@ -96,11 +95,7 @@ def compare(cfg: DictConfig) -> Path:
         styles,
         checkpoints=steps,
         blend=blend,
-        optimizer=make_optimizer,
-        lr_decay_every=lr_decay.get("every"),
-        lr_decay_gamma=float(lr_decay.get("gamma", 0.5)),
-        init=cfg.init,
-        seed=cfg.seed,
+        **settings,
         repeats=int(cfg.repeats),
         progress=bool(cfg.progress),
     )

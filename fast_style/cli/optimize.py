@@ -29,6 +29,20 @@ def style_paths(value: Any) -> list[str]:
     return paths
 
 
+
+def pixel_optimizer_settings(cfg: DictConfig) -> dict[str, Any]:
+    """The optimizer, learning-rate decay, start and seed arguments shared by optimize and compare."""
+    from hydra.utils import instantiate
+
+    lr_decay = cfg.get("lr_decay") or {}
+    return {
+        "optimizer": instantiate(cfg.optimizer),
+        "lr_decay_every": lr_decay.get("every"),
+        "lr_decay_gamma": float(lr_decay.get("gamma", 0.5)),
+        "init": cfg.init,
+        "seed": cfg.seed,
+    }
+
 def check_output(path: str | Path, overwrite: bool) -> Path:
     """Refuse an output that exists (unless ``overwrite``), is a folder, or has no image extension."""
     from PIL import Image
@@ -78,8 +92,7 @@ def optimize(cfg: DictConfig) -> Path:
     blend = list(cfg.style_blend) if cfg.style_blend is not None else None
     styles = load_styles(style_paths(cfg.style_image), style_long, blend)
     device = resolve_device(cfg.device)
-    make_optimizer = instantiate(cfg.optimizer)
-    lr_decay = cfg.get("lr_decay") or {}
+    settings = pixel_optimizer_settings(cfg)
 
     loss = instantiate(cfg.loss).to(device)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -98,11 +111,7 @@ def optimize(cfg: DictConfig) -> Path:
             styles,
             blend=blend,
             steps=int(cfg.steps),
-            optimizer=make_optimizer,
-            lr_decay_every=lr_decay.get("every"),
-            lr_decay_gamma=float(lr_decay.get("gamma", 0.5)),
-            init=cfg.init,
-            seed=cfg.seed,
+            **settings,
             style_scale=float(cfg.style_scale),
             scales=int(cfg.scales),
             scale_steps=list(cfg.scale_steps) if cfg.scale_steps is not None else None,
