@@ -7,9 +7,8 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from fast_style.models.layers import ConvLayer, pad_to_multiple
+from fast_style.models.layers import ConvLayer, pad_to_multiple, upsample2x_conv3x3
 
 __all__ = ["FastTransformerNet", "SeparableConv"]
 
@@ -30,6 +29,14 @@ class SeparableConv(nn.Sequential):
         if relu:
             layers.append(nn.ReLU(inplace=True))
         super().__init__(*layers)
+
+    def forward_upsampled(self, x: torch.Tensor) -> torch.Tensor:
+        """This layer applied to ``x`` upsampled 2x (nearest), without building the upsampled image."""
+        depthwise = self[1]
+        y = upsample2x_conv3x3(x, depthwise.weight, depthwise.bias, groups=depthwise.groups)
+        for layer in list(self)[2:]:
+            y = layer(y)
+        return y
 
 
 class _SeparableResidual(nn.Module):
@@ -80,8 +87,7 @@ class FastTransformerNet(nn.Module):
     def forward_aligned(self, x: torch.Tensor) -> torch.Tensor:
         """Stylize ``(B, 3, H, W)`` in [0, 1] whose ``H`` and ``W`` are multiples of ``multiple``."""
         y = self.residuals(self.encoder(x))
-        y = self.up1(F.interpolate(y, scale_factor=2, mode="nearest"))
-        y = self.up2(F.interpolate(y, scale_factor=2, mode="nearest"))
+        y = self.up2.forward_upsampled(self.up1.forward_upsampled(y))
         return torch.sigmoid(self.head(y))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["ConvLayer", "ResidualBlock", "UpsampleConvLayer", "pad_to_multiple"]
+__all__ = ["ConvLayer", "ResidualBlock", "UpsampleConvLayer", "pad_to_multiple", "upsample2x_conv3x3"]
 
 
 class ConvLayer(nn.Sequential):
@@ -33,7 +33,11 @@ class ConvLayer(nn.Sequential):
 
 
 class UpsampleConvLayer(nn.Module):
-    """Nearest-neighbour upsampling followed by a convolution (no checkerboard artefacts)."""
+    """Nearest-neighbour upsampling followed by a convolution (no checkerboard artefacts).
+
+    The common case, 2x upsampling and a 3x3 kernel, runs at the input resolution through
+    ``upsample2x_conv3x3``: the same function with 4/9 of the multiply-adds.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, scale: int = 2) -> None:
         super().__init__()
@@ -41,7 +45,61 @@ class UpsampleConvLayer(nn.Module):
         self.conv = ConvLayer(in_channels, out_channels, kernel_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=self.scale, mode="nearest"))
+        conv = self.conv[1]
+        if self.scale != 2 or conv.kernel_size != (3, 3):
+            return self.conv(F.interpolate(x, scale_factor=self.scale, mode="nearest"))
+        y = upsample2x_conv3x3(x, conv.weight, conv.bias)
+        for layer in list(self.conv)[2:]:  # norm and ReLU
+            y = layer(y)
+        return y
+
+
+def _phase_kernels(weight: torch.Tensor) -> torch.Tensor:
+    """``(O, I, 3, 3)`` -> ``(O, 4, I, 2, 2)``: the 2x2 kernels that each output phase sees.
+
+    Output row ``2i`` of a 3x3 conv over a 2x nearest-upsampled input reads input rows ``i-1, i, i``
+    (so rows 1 and 2 of the kernel add up); row ``2i+1`` reads ``i, i, i+1``. Same for columns.
+    """
+    rows = (
+        torch.stack([weight[:, :, 0], weight[:, :, 1] + weight[:, :, 2]], 2),
+        torch.stack([weight[:, :, 0] + weight[:, :, 1], weight[:, :, 2]], 2),
+    )
+    phases = []
+    for r in rows:
+        phases.append(torch.stack([r[..., 0], r[..., 1] + r[..., 2]], -1))
+        phases.append(torch.stack([r[..., 0] + r[..., 1], r[..., 2]], -1))
+    return torch.stack(phases, 1)
+
+
+def upsample2x_conv3x3(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, groups: int = 1
+) -> torch.Tensor:
+    """``conv3x3(reflect_pad(upsample_nearest_2x(x)))`` without building the upsampled image.
+
+    Each of the four output phases is a 2x2 convolution of ``x`` itself; one convolution computes
+    all four and they are interleaved. Reflection padding of the upsampled image equals edge
+    padding of ``x`` by one pixel, so the result is the same up to float rounding.
+    """
+    b, _, h, w = x.shape
+    out_ch = weight.shape[0]
+    kernels = _phase_kernels(weight)  # (O, 4, I/groups, 2, 2)
+    if groups == 1:
+        kernels = kernels.transpose(0, 1)  # phase-major output channels: (4, O, ...)
+    y = F.conv2d(
+        F.pad(x, (1, 1, 1, 1), mode="replicate"),
+        kernels.reshape(4 * out_ch, *weight.shape[1:2], 2, 2),
+        None if bias is None else (bias.repeat(4) if groups == 1 else bias.repeat_interleave(4)),
+        groups=groups,
+    )
+    # Phase (a, c) of output pixel (i, j) sits at (i + a, j + c) of the (H+1, W+1) result.
+    y = y.view(b, 4, out_ch, h + 1, w + 1) if groups == 1 else y.view(b, out_ch, 4, h + 1, w + 1).transpose(1, 2)
+    phases = [y[:, 2 * a + c, :, a : a + h, c : c + w] for a in (0, 1) for c in (0, 1)]
+    if torch.onnx.is_in_onnx_export():  # Concat + DepthToSpace, which runtimes fuse well
+        return F.pixel_shuffle(torch.stack(phases, 2).reshape(b, out_ch * 4, h, w), 2)
+    out = y.new_empty(b, out_ch, h, 2, w, 2)  # one interleaving pass in eager mode
+    for index, phase in enumerate(phases):
+        out[:, :, :, index // 2, :, index % 2] = phase
+    return out.view(b, out_ch, 2 * h, 2 * w)
 
 
 class ResidualBlock(nn.Module):
