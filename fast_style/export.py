@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from fast_style import __version__
+from fast_style import __version__, runtime
 from fast_style.errors import FastStyleError
 from fast_style.files import atomic_path
 from fast_style.models import build_model, model_config
+from fast_style.runtime import ONNX_OPSET
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -33,7 +33,6 @@ __all__ = [
 ]
 
 FORMAT_VERSION = "1"
-ONNX_OPSET = 17
 EXPORT_FORMATS = ("safetensors", "onnx")
 _NET_PREFIX = "net."
 _COMPILED_PREFIX = "_orig_mod."
@@ -80,7 +79,7 @@ def load_network(path: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, Any
     if path.suffix.lower() == ".safetensors":
         from fast_style.inference import Stylizer
 
-        stylizer = Stylizer.from_file(path)
+        stylizer = Stylizer.from_file(path, backend="torch")
         meta = stylizer.metadata
         info = {
             "model": {"arch": meta["arch"], "kwargs": meta["model_kwargs"]},
@@ -129,18 +128,6 @@ def export_safetensors(ckpt_path: str | os.PathLike[str], out_path: str | os.Pat
     return Path(out_path)
 
 
-class _AlignedNetwork(nn.Module):
-    """The network without its pad-and-crop: ONNX graphs take sizes that are multiples of 4."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        aligned = getattr(self.net, "forward_aligned", None)
-        return aligned(images) if aligned is not None else self.net(images)
-
-
 def export_onnx(
     ckpt_path: str | os.PathLike[str], out_path: str | os.PathLike[str], opset: int = ONNX_OPSET
 ) -> Path:
@@ -149,36 +136,13 @@ def export_onnx(
     The graph takes ``image`` ``(B, 3, H, W)`` in [0, 1] with ``H`` and ``W`` multiples of the
     ``multiple`` metadata entry (4); callers reflect-pad and crop, as ``fast-style stylize`` does.
     """
-    if opset < 17:
-        raise FastStyleError(f"ONNX opset must be at least 17, got {opset}")
-    try:
-        import onnx
-    except ImportError:
-        raise FastStyleError("ONNX export needs the onnx package: pip install 'fast-style[onnx]'") from None
+    if not runtime.available():
+        raise FastStyleError("ONNX export needs onnx and onnxruntime: pip install onnx onnxruntime")
     net, info = load_network(ckpt_path)
     _check_finite(net, ckpt_path)
-    net = net.cpu().eval()
-    wrapper = _AlignedNetwork(net).eval()
-    example = torch.rand(1, 3, 64, 64)
-    axes = {0: "batch", 2: "height", 3: "width"}
-    with atomic_path(out_path) as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            wrapper,
-            (example,),
-            str(tmp),
-            input_names=["image"],
-            output_names=["stylized"],
-            dynamic_axes={"image": axes, "stylized": axes},
-            opset_version=opset,
-            dynamo=False,  # the TorchScript-based exporter needs no onnxscript
-        )
-        model = onnx.load(str(tmp))
-        for key, value in model_metadata(net, info).items():
-            entry = model.metadata_props.add()
-            entry.key, entry.value = key, value
-        onnx.checker.check_model(model)
-        onnx.save(model, str(tmp))
+    model = runtime.onnx_graph(net, opset=opset, metadata=model_metadata(net, info))
+    with atomic_path(out_path) as tmp:
+        Path(tmp).write_bytes(model.SerializeToString())
     return Path(out_path)
 
 

@@ -21,23 +21,30 @@ from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
+from fast_style import runtime
 from fast_style.errors import FastStyleError
 from fast_style.images import normalize_mode, resize_long_side, rgb_array
 from fast_style.models import build_model
 
 __all__ = [
     "AUTO_TILE_PIXELS",
+    "BACKENDS",
     "DEFAULT_TILE",
     "PICKLE_SUFFIXES",
     "Stylizer",
     "read_metadata",
+    "resolve_backend",
     "resolve_device",
 ]
 
 # Images with more pixels than this are tiled automatically (about 2048 x 2048); the instance-norm
 # statistics of a tiled image come from a copy scaled down to at most this many pixels.
 AUTO_TILE_PIXELS = 2048 * 2048
+# The statistics pass holds a few full-resolution activations at once; this caps each of them
+# (2048 x 2048 x 16 channels, 256 MiB) so a 4096 x 4096 image stays under 2 GiB on CPU.
+_STATS_ELEMENTS = 2048 * 2048 * 16
 DEFAULT_TILE = 1024
+BACKENDS = ("auto", "torch", "onnxruntime")
 PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt", ".pkl", ".pickle", ".bin")
 _BLEND = 16  # width in pixels of the linear cross-fade between neighbouring tiles
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as in JPEG's YCbCr
@@ -95,7 +102,8 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     if _looks_like_pickle(head) and not _is_safetensors(head):
         raise FastStyleError(_pickle_message(path))
     if path.suffix.lower() == ".onnx":
-        return _decode_metadata(_onnx_session(path, "cpu").get_modelmeta().custom_metadata_map, path)
+        session = runtime.build_session(path, "cpu", name=path.name)
+        return _decode_metadata(session.get_modelmeta().custom_metadata_map, path)
     if not _is_safetensors(head):
         raise FastStyleError(f"{path} is not a .safetensors model file (corrupt or another format)")
     from safetensors import safe_open
@@ -124,24 +132,6 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return resolved
 
 
-def _onnx_session(path: Path, device: str) -> Any:
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise FastStyleError(
-            f"{path.name} is an ONNX model, which needs onnxruntime: pip install 'fast-style[onnx]'"
-        ) from None
-    providers = ["CPUExecutionProvider"]
-    if device == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
-        providers.insert(0, "CUDAExecutionProvider")
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    try:
-        return ort.InferenceSession(str(path), sess_options=options, providers=providers)
-    except Exception as exc:
-        raise FastStyleError(f"cannot read ONNX model {path}: {str(exc).splitlines()[0][:200]}") from None
-
-
 # -- instance-norm statistics shared by all tiles ----------------------------------------------------
 _Stats = dict[int, tuple[torch.Tensor, torch.Tensor]]
 
@@ -150,24 +140,34 @@ def _norm_layers(net: nn.Module) -> list[nn.Module]:
     return [m for m in net.modules() if isinstance(m, nn.modules.instancenorm._InstanceNorm)]
 
 
-def _normalize(layer: nn.Module, x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
-    y = (x - mean[:, :, None, None]) * torch.rsqrt(var[:, :, None, None] + layer.eps)
+def _normalize(
+    layer: nn.Module, x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, inplace: bool
+) -> torch.Tensor:
+    scale = torch.rsqrt(var + layer.eps)
     if layer.affine:
-        y = y * layer.weight[None, :, None, None] + layer.bias[None, :, None, None]
-    return y
+        scale = scale * layer.weight[None]
+    shift = -mean * scale
+    if layer.affine:
+        shift = shift + layer.bias[None]
+    scale, shift = scale[:, :, None, None], shift[:, :, None, None]
+    # No full-size temporaries: the statistics pass runs at up to 2048 x 2048.
+    return x.mul_(scale).add_(shift) if inplace else torch.addcmul(shift, x, scale)
 
 
 @contextlib.contextmanager
 def _shared_norm_stats(net: nn.Module, stats: _Stats, record: bool) -> Iterator[None]:
     """Within the block, instance norms record their statistics into ``stats`` or apply those."""
     layers = _norm_layers(net)
+    # In fast_style's own networks every instance norm follows a convolution whose output nothing
+    # else reads, so it can be normalized in place.
+    inplace = type(net).__module__.startswith("fast_style.models.")
 
     def make(index: int, layer: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
         def forward(x: torch.Tensor) -> torch.Tensor:
             if record:
                 stats[index] = (x.mean((2, 3)), x.var((2, 3), unbiased=False))
             mean, var = stats[index]
-            return _normalize(layer, x, mean, var)
+            return _normalize(layer, x, mean, var, inplace)
 
         return forward
 
@@ -180,6 +180,41 @@ def _shared_norm_stats(net: nn.Module, stats: _Stats, record: bool) -> Iterator[
     finally:
         for layer in layers:
             layer.__dict__.pop("forward", None)
+
+
+@contextlib.contextmanager
+def _banded_convolutions(net: nn.Module, max_elements: int = 1 << 22) -> Iterator[None]:
+    """Within the block, unpadded convolutions over large inputs run a band of rows at a time.
+
+    The result is the same; the convolution library's scratch copies of input and output then
+    stay the size of one band instead of the whole image.
+    """
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d) and m.padding == (0, 0)]
+
+    def make(conv: nn.Conv2d) -> Callable[[torch.Tensor], torch.Tensor]:
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            b, c, h, w = x.shape
+            (kh, kw), (sh, sw), (dh, dw) = conv.kernel_size, conv.stride, conv.dilation
+            out_h, out_w = (h - dh * (kh - 1) - 1) // sh + 1, (w - dw * (kw - 1) - 1) // sw + 1
+            band = max(1, max_elements // max(1, b * c * w * sh))
+            if band >= out_h:
+                return conv._conv_forward(x, conv.weight, conv.bias)
+            out = x.new_empty(b, conv.out_channels, out_h, out_w)
+            for top in range(0, out_h, band):
+                bottom = min(out_h, top + band)
+                rows = x[:, :, top * sh : (bottom - 1) * sh + dh * (kh - 1) + 1]
+                out[:, :, top:bottom] = conv._conv_forward(rows, conv.weight, conv.bias)
+            return out
+
+        return forward
+
+    for conv in convs:
+        conv.forward = make(conv)  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        for conv in convs:
+            conv.__dict__.pop("forward", None)
 
 
 # -- tiling --------------------------------------------------------------------------------------
@@ -228,24 +263,48 @@ def _out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, torch.cuda.OutOfMemoryError) or "can't allocate memory" in str(exc)
 
 
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """``auto`` -> onnxruntime on CPU when installed, else torch; an error for a missing runtime."""
+    if backend not in BACKENDS:
+        raise FastStyleError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    if backend == "auto":
+        return "onnxruntime" if device.type == "cpu" and runtime.available() else "torch"
+    if backend == "onnxruntime" and not runtime.available():
+        raise FastStyleError("the onnxruntime backend needs onnx and onnxruntime: pip install onnx onnxruntime")
+    return backend
+
+
 class Stylizer:
-    """A transform network ready to stylize: ``Stylizer.from_file(path).stylize(pil_image)``."""
+    """A transform network ready to stylize: ``Stylizer.from_file(path).stylize(pil_image)``.
+
+    Whole images run on ``backend``: ``auto`` picks onnxruntime on CPU when it is installed (the
+    graph is built from the network on first use) and PyTorch otherwise. Tiled images always run
+    in PyTorch, which lets the tiles share one set of instance-norm statistics.
+    """
 
     supports_tiling = True
 
-    def __init__(self, net: nn.Module, metadata: dict[str, Any] | None = None, device: str = "cpu") -> None:
+    def __init__(
+        self, net: nn.Module, metadata: dict[str, Any] | None = None, device: str = "cpu", backend: str = "auto"
+    ) -> None:
         self.device = resolve_device(device)
+        self.backend = resolve_backend(backend, self.device)
         self.net = net.eval().requires_grad_(False).to(self.device)
         self.metadata = metadata or {}
         self.multiple = int(getattr(net, "multiple", 4))
         self.auto_tile_pixels = AUTO_TILE_PIXELS
+        width = int(getattr(net, "channels", (32,))[0])  # channels of the full-resolution layers
+        self.stats_pixels = min(AUTO_TILE_PIXELS, _STATS_ELEMENTS // max(1, width))
+        self._session: Any = None
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike[str], device: str = "cpu") -> Stylizer:
+    def from_file(cls, path: str | os.PathLike[str], device: str = "cpu", backend: str = "auto") -> Stylizer:
         """Load an exported ``.safetensors`` (or ``.onnx``) model; pickles are refused unread."""
         path = Path(path)
         meta = read_metadata(path)
         if path.suffix.lower() == ".onnx":
+            if backend == "torch":
+                raise FastStyleError(f"{path.name} is an ONNX model; it runs on onnxruntime, not the torch backend")
             return OnnxStylizer(path, meta, device)
         from safetensors.torch import load_file
 
@@ -265,22 +324,36 @@ class Stylizer:
         bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
         if bad:
             raise FastStyleError(f"{path} contains non-finite weights ({bad[0]}); it cannot be used")
-        return cls(net, meta, str(device))
+        return cls(net, meta, str(device), backend)
 
     # -- tensors -------------------------------------------------------------------------------
     def _forward(self, images: torch.Tensor) -> torch.Tensor:
-        """The network on ``(B, 3, H, W)`` in [0, 1] on this device, any size."""
+        """The PyTorch network on ``(B, 3, H, W)`` in [0, 1] on this device, any size."""
         return self.net(images)
 
     def _forward_aligned(self, images: torch.Tensor) -> torch.Tensor:
-        """The network on sizes that are already multiples of ``self.multiple`` (no padding)."""
+        """The PyTorch network on sizes that are already multiples of ``self.multiple`` (no padding)."""
         aligned = getattr(self.net, "forward_aligned", None)
         return aligned(images) if aligned is not None else self.net(images)
+
+    def _forward_whole(self, images: torch.Tensor) -> torch.Tensor:
+        """A whole image through this stylizer's backend, any size."""
+        if self.backend == "torch":
+            return self._forward(images)
+        if self._session is None:
+            self._session = runtime.build_session(runtime.onnx_graph(self.net), self.device.type)
+            self.net.to(self.device)  # building the graph moved it to the CPU
+        h, w = images.shape[-2:]
+        pad_h, pad_w = (-h) % self.multiple, (-w) % self.multiple
+        if pad_h or pad_w:
+            mode = "reflect" if pad_h < h and pad_w < w else "replicate"
+            images = F.pad(images, (0, pad_w, 0, pad_h), mode=mode)
+        return runtime.run_session(self._session, images)[..., :h, :w]
 
     @torch.inference_mode()
     def stylize_tensor(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` in [0, 1] -> stylized ``(B, 3, H, W)`` in [0, 1], in one pass."""
-        return self._forward(images.to(self.device, torch.float32)).clamp_(0, 1)
+        return self._forward_whole(images.to(self.device, torch.float32)).clamp_(0, 1)
 
     @staticmethod
     def _finish(stylized: torch.Tensor, content: torch.Tensor, strength: float, preserve_color: bool) -> torch.Tensor:
@@ -315,11 +388,11 @@ class Stylizer:
         if not 0.0 <= strength <= 1.0:
             raise FastStyleError(f"strength must be within [0, 1], got {strength}")
         h, w = pixels.shape[:2]
-        stats_pixels = self.auto_tile_pixels
+        stats_pixels = min(self.auto_tile_pixels, self.stats_pixels)
         if tile is None and h * w <= self.auto_tile_pixels:
             try:
                 content = self._to_tensor(pixels)
-                out = self._finish(self._forward(content), content, strength, preserve_color)
+                out = self._finish(self._forward_whole(content), content, strength, preserve_color)
                 return self._to_uint8(out)
             except RuntimeError as exc:  # out of GPU (or CPU) memory: go on in tiles
                 if not _out_of_memory(exc):
@@ -357,7 +430,7 @@ class Stylizer:
         total_h, total_w = padded.shape[:2]
 
         stats: _Stats = {}
-        with _shared_norm_stats(self.net, stats, record=True):
+        with _shared_norm_stats(self.net, stats, record=True), _banded_convolutions(self.net):
             self._forward(self._to_tensor(_downscaled(padded, stats_pixels)))
 
         tile = max(m * 16, tile // m * m)
@@ -434,31 +507,15 @@ class OnnxStylizer(Stylizer):
 
     def __init__(self, path: str | os.PathLike[str], metadata: dict[str, Any], device: str = "cpu") -> None:
         self.device = resolve_device(device)
-        self.session = _onnx_session(Path(path), self.device.type)
+        self.backend = "onnxruntime"
+        self._session = runtime.build_session(Path(path), self.device.type, name=Path(path).name)
         self.metadata = metadata
         self.multiple = int(metadata.get("multiple", 4))
         self.auto_tile_pixels = 1 << 62  # tiles need shared statistics, which ONNX graphs do not expose
-        self.input_name = self.session.get_inputs()[0].name
-
-    def _forward_aligned(self, images: torch.Tensor) -> torch.Tensor:
-        out = self.session.run(None, {self.input_name: images.detach().cpu().numpy()})[0]
-        return torch.from_numpy(out).to(images.device)
-
-    def _forward(self, images: torch.Tensor) -> torch.Tensor:
-        h, w = images.shape[-2:]
-        pad_h, pad_w = (-h) % self.multiple, (-w) % self.multiple
-        if pad_h or pad_w:
-            mode = "reflect" if pad_h < h and pad_w < w else "replicate"
-            images = F.pad(images, (0, pad_w, 0, pad_h), mode=mode)
-        return self._forward_aligned(images)[..., :h, :w]
+        self.stats_pixels = AUTO_TILE_PIXELS
 
     def stylize_array(self, pixels: np.ndarray, *, tile: int | None = None, **kwargs: Any) -> np.ndarray:
         """As ``Stylizer.stylize_array``; tiling is not available for ONNX models."""
         if tile is not None:
             raise FastStyleError("tiling (--tile) needs a .safetensors model; ONNX models run whole images")
         return super().stylize_array(pixels, tile=None, **kwargs)
-
-    def stylize_tensor(self, images: torch.Tensor) -> torch.Tensor:
-        """``(B, 3, H, W)`` in [0, 1] -> stylized ``(B, 3, H, W)`` in [0, 1], in one pass."""
-        return self._forward(images.float()).clamp_(0, 1)
-

@@ -25,11 +25,39 @@ def test_round_trip_equals_in_memory_network(tiny_ckpt: Path, tmp_path: Path, ca
     assert "wrote" in capsys.readouterr().out
 
     net, _ = load_training_checkpoint(tiny_ckpt)
-    stylizer = Stylizer.from_file(out)
+    stylizer = Stylizer.from_file(out, backend="torch")
     images = torch.rand(2, 3, 37, 50)
     with torch.no_grad():
         expected = net(images).clamp(0, 1)
     assert torch.equal(stylizer.stylize_tensor(images), expected)
+
+
+def test_onnxruntime_backend_matches_torch(tiny_ckpt: Path, tmp_path: Path) -> None:
+    out = tmp_path / "model.safetensors"
+    assert cli_main(["export", str(tiny_ckpt), "-o", str(out)]) == 0
+    torch_path = Stylizer.from_file(out, backend="torch")
+    ort_path = Stylizer.from_file(out, backend="auto")
+    assert (torch_path.backend, ort_path.backend) == ("torch", "onnxruntime")  # auto on CPU with onnxruntime
+    images = torch.rand(2, 3, 37, 50)
+    expected = torch_path.stylize_tensor(images)
+    got = ort_path.stylize_tensor(images)
+    assert got.shape == expected.shape
+    assert (got - expected).abs().max().item() < 1e-4
+    pixels = (images[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+    diff = torch_path.stylize_array(pixels).astype(int) - ort_path.stylize_array(pixels).astype(int)
+    assert abs(diff).max() <= 1
+
+
+def test_backend_falls_back_to_torch_without_onnxruntime(tiny_ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fast_style import runtime
+    from fast_style.errors import FastStyleError
+
+    out = tmp_path / "model.safetensors"
+    assert cli_main(["export", str(tiny_ckpt), "-o", str(out)]) == 0
+    monkeypatch.setattr(runtime, "available", lambda: False)
+    assert Stylizer.from_file(out).backend == "torch"
+    with pytest.raises(FastStyleError, match="needs onnx and onnxruntime"):
+        Stylizer.from_file(out, backend="onnxruntime")
 
 
 def test_metadata_rebuilds_the_architecture(tiny_ckpt: Path, tmp_path: Path, tiny_net_config: dict) -> None:

@@ -85,3 +85,16 @@ def test_upsample_conv_at_input_resolution_equals_upsample_then_conv(cin, cout, 
     ref_grads = torch.autograd.grad((ref * ref.detach()).sum(), (x, weight, bias))
     for g, r in zip(grads, ref_grads):
         torch.testing.assert_close(g, r)
+
+
+def test_upsample_conv_in_bands_of_rows_is_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fast_style.models import layers
+
+    torch.manual_seed(0)
+    x, weight, bias = torch.randn(1, 4, 9, 6), torch.randn(3, 4, 3, 3), torch.randn(3)
+    with torch.no_grad():
+        whole = layers.upsample2x_conv3x3(x, weight, bias)
+        monkeypatch.setattr(layers, "_BAND_ELEMENTS", 4 * 3 * 7 * 2)  # two rows per band
+        banded = layers.upsample2x_conv3x3(x, weight, bias)
+    torch.testing.assert_close(banded, whole)
+    torch.testing.assert_close(whole, _upsample_then_conv(x, weight, bias, 1))

@@ -100,6 +100,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--strength", type=float, default=1.0, metavar="S", help="blend with the original: 0 = photo, 1 = full style")
     parser.add_argument("--preserve-color", action="store_true", help="keep the photo's colours (transfer luminance only)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run (default: auto)")
+    parser.add_argument(
+        "--backend",
+        default="auto",
+        choices=["auto", "torch", "onnxruntime"],
+        help="what runs whole images (default: auto = onnxruntime on CPU when installed, else torch)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     return parser
 
@@ -169,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _check_options(args)
         jobs = plan_jobs(args.inputs, args.output)
-        stylizer = Stylizer.from_file(args.model, device=args.device)
+        stylizer = Stylizer.from_file(args.model, device=args.device, backend=args.backend)
         if args.tile is not None and not stylizer.supports_tiling:
             raise FastStyleError("--tile needs a .safetensors model; ONNX models run whole images")
     except FastStyleError as exc:
@@ -200,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     seconds = time.perf_counter() - start
     per_image = f", {seconds / done:.2f} s/image" if done else ""
-    summary = f"stylized {done} of {len(jobs)} image(s) in {seconds:.2f} s{per_image} on {stylizer.device.type}"
+    summary = f"stylized {done} of {len(jobs)} image(s) in {seconds:.2f} s{per_image} on {stylizer.device.type} ({stylizer.backend})"
     if failed:
         summary += f"; {failed} failed"
     print(summary)

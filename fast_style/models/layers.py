@@ -9,6 +9,9 @@ from torch.nn import functional as F
 __all__ = ["ConvLayer", "ResidualBlock", "UpsampleConvLayer", "pad_to_multiple", "upsample2x_conv3x3"]
 
 
+_BAND_ELEMENTS = 1 << 25
+
+
 class ConvLayer(nn.Sequential):
     """Reflection padding, convolution, then optional affine instance norm and ReLU."""
 
@@ -80,25 +83,32 @@ def upsample2x_conv3x3(
     all four and they are interleaved. Reflection padding of the upsampled image equals edge
     padding of ``x`` by one pixel, so the result is the same up to float rounding.
     """
+    if torch.onnx.is_in_onnx_export():  # onnxruntime runs Resize + Conv faster than the phase form
+        up = F.interpolate(x, scale_factor=2, mode="nearest")
+        return F.conv2d(F.pad(up, (1, 1, 1, 1), mode="reflect"), weight, bias, groups=groups)
     b, _, h, w = x.shape
     out_ch = weight.shape[0]
     kernels = _phase_kernels(weight)  # (O, 4, I/groups, 2, 2)
     if groups == 1:
         kernels = kernels.transpose(0, 1)  # phase-major output channels: (4, O, ...)
-    y = F.conv2d(
-        F.pad(x, (1, 1, 1, 1), mode="replicate"),
-        kernels.reshape(4 * out_ch, *weight.shape[1:2], 2, 2),
-        None if bias is None else (bias.repeat(4) if groups == 1 else bias.repeat_interleave(4)),
-        groups=groups,
-    )
-    # Phase (a, c) of output pixel (i, j) sits at (i + a, j + c) of the (H+1, W+1) result.
-    y = y.view(b, 4, out_ch, h + 1, w + 1) if groups == 1 else y.view(b, out_ch, 4, h + 1, w + 1).transpose(1, 2)
-    phases = [y[:, 2 * a + c, :, a : a + h, c : c + w] for a in (0, 1) for c in (0, 1)]
-    if torch.onnx.is_in_onnx_export():  # Concat + DepthToSpace, which runtimes fuse well
-        return F.pixel_shuffle(torch.stack(phases, 2).reshape(b, out_ch * 4, h, w), 2)
-    out = y.new_empty(b, out_ch, h, 2, w, 2)  # one interleaving pass in eager mode
-    for index, phase in enumerate(phases):
-        out[:, :, :, index // 2, :, index % 2] = phase
+    kernels = kernels.reshape(4 * out_ch, *weight.shape[1:2], 2, 2)
+    if bias is not None:
+        bias = bias.repeat(4) if groups == 1 else bias.repeat_interleave(4)
+    padded = F.pad(x, (1, 1, 1, 1), mode="replicate")
+    out = x.new_empty(b, out_ch, h, 2, w, 2)
+    # Without autograd, large inputs go a band of rows at a time to bound the four-phase buffer.
+    band = h if torch.is_grad_enabled() else max(1, _BAND_ELEMENTS // (b * 4 * out_ch * (w + 1)))
+    for top in range(0, h, band):
+        rows = min(band, h - top)
+        y = F.conv2d(padded[:, :, top : top + rows + 2], kernels, bias, groups=groups)
+        # Phase (a, c) of output pixel (i, j) sits at (i + a, j + c) of the (rows+1, W+1) result.
+        if groups == 1:
+            y = y.view(b, 4, out_ch, rows + 1, w + 1)
+        else:
+            y = y.view(b, out_ch, 4, rows + 1, w + 1).transpose(1, 2)
+        for a in (0, 1):
+            for c in (0, 1):
+                out[:, :, top : top + rows, a, :, c] = y[:, 2 * a + c, :, a : a + rows, c : c + w]
     return out.view(b, out_ch, 2 * h, 2 * w)
 
 
