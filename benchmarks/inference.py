@@ -1,15 +1,23 @@
-"""Inference speed and memory on CPU: our stylize path vs an eager reference and ONNX Runtime.
+"""Inference speed and memory on CPU: our stylize path vs an eager reference.
 
     python benchmarks/inference.py [--sizes 512 1024] [--repeats 5] [--big 4096]
 
-Every case runs in this one process, interleaved round-robin, and the table gives medians, the
-speed-up over the eager reference, and the peak RSS of each case's runs. The networks have random
-weights: speed does not depend on them.
+Cases: the eager reference (pytorch-examples architecture, ``reference.py``); fast_style's default
+network (johnson 32-64-128) and ``model=fast``, each on the default path (``--backend auto``: an
+ONNX graph of the network in onnxruntime on CPU) and on ``--backend torch``; and the default
+network exported with ``fast-style export --onnx`` and loaded from the ``.onnx`` file. Every case
+runs in this one process, interleaved round-robin; the table gives medians, the speed-up over the
+reference, and the process's peak RSS during each case's runs (it holds every model). The big case
+runs ``fast-style stylize`` on a ``--big``-pixel square PNG in a fresh process (tiled, since it is
+over 2048 x 2048) and reports that process's peak RSS. The networks have random weights: speed does
+not depend on them.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -21,9 +29,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import Case, device_line, interleaved, markdown_table, peak_rss_mib, reset_peak_rss  # noqa: E402
+from benchmarks.common import Case, device_line, interleaved, markdown_table  # noqa: E402
 from benchmarks.reference import ReferenceTransformerNet  # noqa: E402
-from fast_style.inference import Stylizer  # noqa: E402
+from fast_style.inference import AUTO_TILE_PIXELS, Stylizer  # noqa: E402
 from fast_style.models import FastTransformerNet, TransformerNet  # noqa: E402
 
 
@@ -38,16 +46,34 @@ def _save(net: torch.nn.Module, folder: Path) -> Path:
     return path
 
 
-def _onnx_stylizer(net: torch.nn.Module, folder: Path) -> Stylizer | None:
-    """The same network exported to ONNX and run by onnxruntime (None when not installed)."""
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return None
+def _onnx_file_stylizer(model: Path, folder: Path) -> Stylizer:
+    """The model exported to a ``.onnx`` file, as ``fast-style export --onnx`` writes it, and loaded back."""
     from fast_style.export import export_onnx
 
-    return Stylizer.from_file(export_onnx(_save(net, folder), folder / f"{net.arch}.onnx"))
+    return Stylizer.from_file(export_onnx(model, folder / f"{model.stem}.onnx"))
+
+
+def _big_image(path: Path, side: int) -> None:
+    """A smooth photo-like test image (gradients plus mild noise) so the PNG is not incompressible."""
+    from PIL import Image
+
+    ramp = np.linspace(0, 255, side, dtype=np.float32)
+    rgb = np.stack([ramp[None, :].repeat(side, 0), ramp[:, None].repeat(side, 1), 255 - ramp[None, :].repeat(side, 0)], -1)
+    rgb += np.random.default_rng(0).normal(0, 8, rgb.shape).astype(np.float32)
+    Image.fromarray(rgb.clip(0, 255).astype(np.uint8)).save(path)
+
+
+def _cli_run(image: Path, model: Path, out: Path) -> tuple[float, float]:
+    """``fast-style stylize`` in a fresh process: (wall seconds, peak RSS MiB of that process)."""
+    cmd = [sys.executable, "-m", "fast_style.cli.main", "stylize", str(image), "-m", str(model), "-o", str(out)]
+    cmd += ["--device", "cpu", "--overwrite"]
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"fast-style stylize failed on {image}")
+    return seconds, usage.ru_maxrss / 1024  # KiB on Linux
 
 
 def main() -> None:
@@ -60,13 +86,17 @@ def main() -> None:
 
     reference = ReferenceTransformerNet().eval().requires_grad_(False)
     tmp = Path(tempfile.mkdtemp())
-    default_net, fast_net = TransformerNet().eval(), FastTransformerNet().eval()
-    default = Stylizer.from_file(_save(default_net, tmp))
-    fast = Stylizer.from_file(_save(fast_net, tmp))
-    onnx_default = _onnx_stylizer(default_net, tmp)
-    onnx_fast = _onnx_stylizer(fast_net, tmp)
+    models = {"default": _save(TransformerNet().eval(), tmp), "fast": _save(FastTransformerNet().eval(), tmp)}
+    stylizers = {
+        "fast_style default (johnson)": Stylizer.from_file(models["default"]),
+        "fast_style default, --backend torch": Stylizer.from_file(models["default"], backend="torch"),
+        "johnson exported .onnx file": _onnx_file_stylizer(models["default"], tmp),
+        "fast_style model=fast": Stylizer.from_file(models["fast"]),
+        "fast_style model=fast, --backend torch": Stylizer.from_file(models["fast"], backend="torch"),
+    }
 
     print(device_line())
+    print(f"default backend on CPU: {stylizers['fast_style default (johnson)'].backend}")
     rows = []
     for size in args.sizes:
         rng = np.random.default_rng(size)
@@ -78,14 +108,8 @@ def main() -> None:
                 out = reference(x255).clamp(0, 255)
                 out.round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
-        cases = [
-            Case("reference (eager, pytorch-examples architecture)", run_reference),
-            Case("fast_style default (johnson)", lambda: default.stylize_array(pixels)),
-            Case("fast_style model=fast", lambda: fast.stylize_array(pixels)),
-        ]
-        if onnx_default is not None:
-            cases.append(Case("onnxruntime, johnson export", lambda: onnx_default.stylize_array(pixels)))
-            cases.append(Case("onnxruntime, fast export", lambda: onnx_fast.stylize_array(pixels)))
+        cases = [Case("reference (eager, pytorch-examples architecture)", run_reference)]
+        cases += [Case(name, lambda s=stylizer: s.stylize_array(pixels)) for name, stylizer in stylizers.items()]
         interleaved(cases, args.repeats)
         base = cases[0].median
         for case in cases:
@@ -94,15 +118,15 @@ def main() -> None:
     print(markdown_table(["size", "case", "median s", "vs reference", "peak RSS MiB"], rows))
 
     if args.big:
+        image = tmp / f"big_{args.big}.png"
+        _big_image(image, args.big)
         big_rows = []
-        pixels = np.random.default_rng(1).integers(0, 256, (args.big, args.big, 3), dtype=np.uint8)
-        for name, stylizer in (("fast_style default (johnson), tiled", default), ("fast_style model=fast, tiled", fast)):
-            reset_peak_rss()
-            start = time.perf_counter()
-            stylizer.stylize_array(pixels)
-            big_rows.append([f"{args.big}²", name, f"{time.perf_counter() - start:.1f}", f"{peak_rss_mib():.0f}"])
+        mode = "tiled" if args.big**2 > AUTO_TILE_PIXELS else "whole image"
+        for name, model in models.items():
+            seconds, peak = _cli_run(image, model, tmp / f"out_{name}.png")
+            big_rows.append([f"{args.big}²", f"fast-style stylize, {name} network ({mode})", f"{seconds:.1f}", f"{peak:.0f}"])
         print()
-        print(markdown_table(["size", "case", "seconds", "peak RSS MiB (process)"], big_rows))
+        print(markdown_table(["size", "case", "seconds (with start-up and PNG i/o)", "peak RSS MiB (that process)"], big_rows))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ seams while peak memory stays bounded by the tile size.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import math
@@ -296,6 +297,7 @@ class Stylizer:
         width = int(getattr(net, "channels", (32,))[0])  # channels of the full-resolution layers
         self.stats_pixels = min(AUTO_TILE_PIXELS, _STATS_ELEMENTS // max(1, width))
         self._session: Any = None
+        self.paths_used: collections.Counter[str] = collections.Counter()  # "onnxruntime", "torch", "tiled in torch"
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], device: str = "cpu", backend: str = "auto") -> Stylizer:
@@ -341,8 +343,8 @@ class Stylizer:
         if self.backend == "torch":
             return self._forward(images)
         if self._session is None:
-            self._session = runtime.build_session(runtime.onnx_graph(self.net), self.device.type)
-            self.net.to(self.device)  # building the graph moved it to the CPU
+            self._session = runtime.session_for(self.net, self.device.type)
+            self.net.to(self.device)  # building a graph moves the network to the CPU
         h, w = images.shape[-2:]
         pad_h, pad_w = (-h) % self.multiple, (-w) % self.multiple
         if pad_h or pad_w:
@@ -393,6 +395,7 @@ class Stylizer:
             try:
                 content = self._to_tensor(pixels)
                 out = self._finish(self._forward_whole(content), content, strength, preserve_color)
+                self.paths_used[self.backend] += 1
                 return self._to_uint8(out)
             except RuntimeError as exc:  # out of GPU (or CPU) memory: go on in tiles
                 if not _out_of_memory(exc):
@@ -404,7 +407,9 @@ class Stylizer:
         size = tile or DEFAULT_TILE
         while True:
             try:
-                return self._stylize_tiled(pixels, size, stats_pixels, strength, preserve_color)
+                result = self._stylize_tiled(pixels, size, stats_pixels, strength, preserve_color)
+                self.paths_used["tiled in torch"] += 1
+                return result
             except RuntimeError as exc:
                 if not _out_of_memory(exc):
                     raise
@@ -513,6 +518,7 @@ class OnnxStylizer(Stylizer):
         self.multiple = int(metadata.get("multiple", 4))
         self.auto_tile_pixels = 1 << 62  # tiles need shared statistics, which ONNX graphs do not expose
         self.stats_pixels = AUTO_TILE_PIXELS
+        self.paths_used = collections.Counter()
 
     def stylize_array(self, pixels: np.ndarray, *, tile: int | None = None, **kwargs: Any) -> np.ndarray:
         """As ``Stylizer.stylize_array``; tiling is not available for ONNX models."""

@@ -2,12 +2,18 @@
 
 On CPU, onnxruntime runs the transform networks about twice as fast as eager PyTorch (its
 convolutions keep a blocked memory layout from layer to layer), so ``Stylizer`` uses it for whole
-images when ``onnx`` and ``onnxruntime`` are installed. Nothing here imports training code.
+images when ``onnx`` and ``onnxruntime`` are installed. Building a graph means tracing the network
+(one to three seconds), so built graphs are kept in a cache folder keyed by a hash of the network's
+class, weights and this package's version: ``$FAST_STYLE_CACHE``, else ``$XDG_CACHE_HOME/fast_style``,
+else ``~/.cache/fast_style``; ``FAST_STYLE_CACHE=off`` turns the cache off. Nothing here imports
+training code.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -18,7 +24,7 @@ from torch import nn
 
 from fast_style.errors import FastStyleError
 
-__all__ = ["ONNX_OPSET", "available", "build_session", "onnx_graph", "run_session"]
+__all__ = ["ONNX_OPSET", "available", "build_session", "cache_dir", "onnx_graph", "run_session", "session_for"]
 
 ONNX_OPSET = 17
 
@@ -81,6 +87,55 @@ def onnx_graph(net: nn.Module, opset: int = ONNX_OPSET, metadata: dict[str, str]
         entry.key, entry.value = key, value
     onnx.checker.check_model(model)
     return model
+
+
+def cache_dir() -> Path | None:
+    """The folder that keeps built graphs, or None when ``FAST_STYLE_CACHE=off``."""
+    configured = os.environ.get("FAST_STYLE_CACHE", "")
+    if configured.lower() in ("off", "0", "none"):
+        return None
+    if configured:
+        return Path(configured).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "fast_style"
+
+
+def _graph_key(net: nn.Module, opset: int) -> str:
+    from fast_style import __version__
+
+    digest = hashlib.sha256(f"{type(net).__module__}.{type(net).__qualname__}|{__version__}|{opset}".encode())
+    config = getattr(net, "config", None)
+    if callable(config):
+        digest.update(repr(config()).encode())
+    for name, tensor in net.state_dict().items():
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:32]
+
+
+def session_for(net: nn.Module, device: str = "cpu") -> Any:
+    """An onnxruntime session running ``net``, its graph taken from the cache when built before.
+
+    A cache that cannot be read or written is skipped silently (the graph is then built each
+    time), and a cached graph that onnxruntime rejects is replaced.
+    """
+    from fast_style.files import atomic_path
+
+    folder = cache_dir()
+    path = folder / f"{_graph_key(net, ONNX_OPSET)}.onnx" if folder is not None else None
+    if path is not None and path.is_file():
+        try:
+            return build_session(path.read_bytes(), device, name=path.name)
+        except (OSError, FastStyleError):
+            pass
+    data = onnx_graph(net).SerializeToString()
+    if path is not None:
+        try:
+            with atomic_path(path) as tmp:
+                tmp.write_bytes(data)
+        except OSError:
+            pass
+    return build_session(data, device)
 
 
 def build_session(model: Any, device: str = "cpu", name: str = "model") -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,15 @@ def random_image(size: tuple[int, int], seed: int) -> Image.Image:
     )
     pixels = (base * 0.35 + 0.5 + rng.normal(0, 0.08, (h, w, 3))).clip(0, 1)
     return Image.fromarray((pixels * 255).astype(np.uint8))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _graph_cache_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Keep the ONNX graph cache of the stylize path out of the user's home during tests."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("FAST_STYLE_CACHE", str(tmp_path_factory.mktemp("graph_cache")))
+    yield
+    mp.undo()
 
 
 @pytest.fixture

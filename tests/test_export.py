@@ -60,6 +60,46 @@ def test_backend_falls_back_to_torch_without_onnxruntime(tiny_ckpt: Path, tmp_pa
         Stylizer.from_file(out, backend="onnxruntime")
 
 
+def test_onnx_graphs_are_cached_by_weights(tiny_ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fast_style import runtime
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("FAST_STYLE_CACHE", str(cache))
+    out = tmp_path / "model.safetensors"
+    assert cli_main(["export", str(tiny_ckpt), "-o", str(out)]) == 0
+    images = torch.rand(1, 3, 24, 28)
+    first = Stylizer.from_file(out).stylize_tensor(images)
+    cached = list(cache.glob("*.onnx"))
+    assert len(cached) == 1
+
+    built = []
+    monkeypatch.setattr(runtime, "onnx_graph", lambda *a, **k: built.append(1) or pytest.fail("graph rebuilt"))
+    assert torch.equal(Stylizer.from_file(out).stylize_tensor(images), first)  # served from the cache
+    assert built == []
+
+    monkeypatch.undo()
+    monkeypatch.setenv("FAST_STYLE_CACHE", str(cache))
+    cached[0].write_bytes(b"not an onnx graph")  # a damaged entry is rebuilt and replaced
+    assert torch.equal(Stylizer.from_file(out).stylize_tensor(images), first)
+    assert cached[0].stat().st_size > 1000
+
+    other = Stylizer.from_file(out)
+    with torch.no_grad():
+        next(other.net.parameters()).add_(0.1)  # other weights, another entry
+    other.stylize_tensor(images)
+    assert len(list(cache.glob("*.onnx"))) == 2
+
+
+def test_onnx_graph_cache_can_be_turned_off(tiny_ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAST_STYLE_CACHE", "off")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    out = tmp_path / "model.safetensors"
+    assert cli_main(["export", str(tiny_ckpt), "-o", str(out)]) == 0
+    Stylizer.from_file(out).stylize_tensor(torch.rand(1, 3, 16, 16))
+    assert not (tmp_path / "xdg").exists() and not (tmp_path / "home").exists()
+
+
 def test_metadata_rebuilds_the_architecture(tiny_ckpt: Path, tmp_path: Path, tiny_net_config: dict) -> None:
     out = tmp_path / "model.safetensors"
     assert export_main([str(tiny_ckpt), "-o", str(out)]) == 0

@@ -73,6 +73,18 @@ def test_one_image(tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixtu
     assert files_in(tmp_path / "out") == ["styled.png"]
 
 
+def test_summary_names_the_backend_and_tiled_images(
+    tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    small, big = photo(tmp_path / "a.png", (40, 32)), photo(tmp_path / "b.png", (96, 80))
+    code, stdout, err = run([small, "-m", tiny_model, "-o", tmp_path / "a_out.png", "--backend", "torch"], capsys)
+    assert code == 0, err
+    assert "on cpu (torch)" in stdout
+    code, stdout, err = run([small, big, "-m", tiny_model, "-o", tmp_path / "out", "--backend", "torch", "--tile", "64"], capsys)
+    assert code == 0, err
+    assert "on cpu (tiled in torch)" in stdout
+
+
 def test_output_extension_chooses_format(tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     src = photo(tmp_path / "in.png")
     code, _, err = run([src, "-m", tiny_model, "-o", tmp_path / "out.jpg"], capsys)

@@ -206,7 +206,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     seconds = time.perf_counter() - start
     per_image = f", {seconds / done:.2f} s/image" if done else ""
-    summary = f"stylized {done} of {len(jobs)} image(s) in {seconds:.2f} s{per_image} on {stylizer.device.type} ({stylizer.backend})"
+    paths = ", ".join(f"{n} {p}" if len(stylizer.paths_used) > 1 else p for p, n in stylizer.paths_used.items())
+    where = f"{stylizer.device.type} ({paths})" if paths else stylizer.device.type
+    summary = f"stylized {done} of {len(jobs)} image(s) in {seconds:.2f} s{per_image} on {where}"
     if failed:
         summary += f"; {failed} failed"
     print(summary)
