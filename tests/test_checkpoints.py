@@ -14,14 +14,15 @@ from fast_style.inference import Stylizer, read_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
 STYLES = ("starry_night", "great_wave_crop", "composition_vii")
+SHIPPED = [(style, style, "johnson") for style in STYLES] + [("starry_night_fast", "starry_night", "fast")]
 
 
-@pytest.mark.parametrize("style", STYLES)
-def test_shipped_checkpoint(style: str) -> None:
-    path = ROOT / "checkpoints" / f"{style}.safetensors"
+@pytest.mark.parametrize(("name", "style", "arch"), SHIPPED)
+def test_shipped_checkpoint(name: str, style: str, arch: str) -> None:
+    path = ROOT / "checkpoints" / f"{name}.safetensors"
     meta = read_metadata(path)
     assert meta["style_name"] == style
-    assert meta["arch"] == "johnson"
+    assert meta["arch"] == arch
     assert meta["training"]["loss"]["network"] == "vgg16_bn"
     assert meta["training"]["global_step"] > 0
     assert path.stat().st_size < 5_000_000
