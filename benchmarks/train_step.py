@@ -42,7 +42,12 @@ from benchmarks.reference import ReferenceTransformerNet  # noqa: E402
 from fast_style.losses import build_perceptual_loss, layer_index_map  # noqa: E402
 from fast_style.losses.vgg import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from fast_style.models import TransformerNet  # noqa: E402
-from fast_style.training import SpeedSettings, StyleTransferModule, resolve_speed_settings  # noqa: E402
+from fast_style.training import (  # noqa: E402
+    SpeedSettings,
+    StyleTransferModule,
+    resolve_speed_settings,
+    training_device,
+)
 
 COCO_IMAGES = 82_783  # MS-COCO train2014
 CONTENT_LAYER = "relu2_2"
@@ -99,7 +104,8 @@ class ReferenceTraining:
             feats_x = self.vgg(x)
         content = F.mse_loss(feats_y[self.content_index], feats_x[self.content_index])
         style = sum(
-            F.mse_loss(self.gram(feats_y[i]), g.expand(len(x), -1, -1)) for i, g in zip(self.style_indices, self.style_grams)
+            F.mse_loss(self.gram(feats_y[i]), gram.expand(len(x), -1, -1))
+            for i, gram in zip(self.style_indices, self.style_grams)
         )
         loss = content + STYLE_WEIGHT * style
         self.optimizer.zero_grad()
@@ -125,30 +131,31 @@ def _no_bad_images(batch: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
 
 
 def fit_timed(
-    make_module: Callable[[], StyleTransferModule],
+    module: StyleTransferModule,
     settings: SpeedSettings,
     batches: Sequence[torch.Tensor],
     warmup: int,
     device: torch.device,
 ) -> Callable[[], float]:
-    """A case that fits a fresh Trainer over ``batches`` and returns the seconds of the steps after ``warmup``."""
-    module = make_module()
+    """A case that fits ``module`` with a fresh Trainer over ``batches``; returns the seconds of the steps after ``warmup``."""
 
     class StepTimer(pl.Callback):
         def __init__(self) -> None:
             self.start = self.end = 0.0
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
-            if batch_idx >= warmup - 1:
+            # Synchronise only where the clock is read, as the reference loop does.
+            if batch_idx == warmup - 1:
+                _sync(device)
+                self.start = time.perf_counter()
+            if batch_idx == len(batches) - 1:
                 _sync(device)
                 self.end = time.perf_counter()
-                if batch_idx == warmup - 1:
-                    self.start = self.end
 
     def run() -> float:
         timer = StepTimer()
         trainer = pl.Trainer(
-            accelerator="gpu" if device.type == "cuda" else "cpu",
+            accelerator=device.type,
             devices=1,
             precision=settings.precision,
             benchmark=settings.benchmark,
@@ -182,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile case")
     parser.add_argument("--compile-backend", default="inductor")
     parser.add_argument("--network", default="vgg16", help="vgg16, vgg16_bn or vgg19")
-    parser.add_argument("--weights", default="none", help="loss network weights: none (random), imagenet or a path")
+    parser.add_argument("--weights", default="none", help="loss network weights: none (random), imagenet, a path")
     args = parser.parse_args(argv)
     if args.warmup < 1:
         parser.error("--warmup must be at least 1: the first step of a fit allocates and compiles")
@@ -192,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else args.device.replace("auto", "cpu"))
+    device = torch.device(training_device(args.device))
     torch.manual_seed(0)
 
     style = torch.rand(1, 3, args.size, args.size)
@@ -206,7 +213,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     options: list[tuple[str, SpeedSettings, bool]] = [(f"ours, auto ({_describe(auto)})", auto, False)]
     if auto != plain:
         options.append(("ours, plain fp32", plain, False))
-    singles = {"bf16-mixed": replace(plain, precision="bf16-mixed"), "channels_last": replace(plain, channels_last=True)}
+    singles = {
+        "bf16-mixed": replace(plain, precision="bf16-mixed"),
+        "channels_last": replace(plain, channels_last=True),
+    }
     if device.type == "cuda":
         singles["fused Adam"] = replace(plain, fused=True)
     options += [(f"ours, plain fp32 + {name}", s, False) for name, s in singles.items() if s != auto]
@@ -239,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         reference = ReferenceTraining(copy.deepcopy(base_loss.encoder.features), args.network, style, device)
         cases = [Case("reference: plain fp32 PyTorch loop", partial(reference.run, batches, args.warmup), warmup=0)]
         for name, settings, compiled in options:
-            run = fit_timed(partial(make_module, settings, compiled), settings, batches, args.warmup, device)
+            run = fit_timed(make_module(settings, compiled), settings, batches, args.warmup, device)
             cases.append(Case(name, run, warmup=0))
         cuda_peaks = _track_cuda_peaks(cases, device)
         interleaved(cases, args.rounds)

@@ -10,7 +10,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 def test_train_step_benchmark_prints_every_case_and_the_projection(capsys, one_thread):
     from benchmarks.train_step import main
 
-    main(["--device", "cpu", "--size", "32", "--batches", "1", "2", "--steps", "1", "--rounds", "1", "--warmup", "1", "--no-compile"])
+    main(["--device", "cpu", "--size", "32", "--batches", "1", "2", "--steps", "1", "--rounds", "1", "--warmup", "1",
+          "--no-compile"])
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith("| 1 |") or line.startswith("| 2 |")]
     names = [row.split(" | ")[1] for row in rows]
