@@ -74,12 +74,15 @@ def resolve_speed_settings(
     fused: bool | str | None = "auto",
     pin_memory: bool | str | None = "auto",
     bf16: bool | None = None,
+    deterministic: bool = False,
 ) -> SpeedSettings:
     """Replace each ``auto`` (or ``None``) by its default on ``device``; explicit values pass through.
 
     On ``cuda`` the defaults are bf16 mixed precision (``32-true`` on GPUs without native bfloat16),
     cuDNN autotuning, channels-last, fused Adam and pinned memory; elsewhere everything is off and
     precision is ``32-true``. ``bf16`` says whether the GPU has native bfloat16 (default: ask CUDA).
+    A ``deterministic`` run keeps cuDNN's autotuner off, as Lightning does, since it picks
+    algorithms by timing.
     """
     cuda = device == "cuda"
     if precision is None or str(precision).lower() == "auto":
@@ -88,7 +91,7 @@ def resolve_speed_settings(
         precision = "bf16-mixed" if cuda and bf16 else "32-true"
     return SpeedSettings(
         precision=precision,
-        benchmark=_flag("trainer.benchmark", benchmark, cuda),
+        benchmark=_flag("trainer.benchmark", benchmark, cuda and not deterministic),
         channels_last=_flag("speed.channels_last", channels_last, cuda),
         fused=_flag("optimizer.fused", fused, cuda),
         pin_memory=_flag("data.pin_memory", pin_memory, cuda),

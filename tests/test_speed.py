@@ -33,6 +33,12 @@ def test_auto_on_a_cuda_gpu_without_native_bf16_keeps_fp32():
     assert settings.benchmark and settings.channels_last and settings.fused and settings.pin_memory
 
 
+def test_a_deterministic_run_keeps_the_cudnn_autotuner_off():
+    settings = resolve_speed_settings("cuda", bf16=True, deterministic=True)
+    assert settings.benchmark is False and settings.channels_last and settings.precision == "bf16-mixed"
+    assert resolve_speed_settings("cuda", benchmark=True, bf16=True, deterministic=True).benchmark is True
+
+
 def test_explicit_values_win_over_the_device_defaults():
     on_cuda = resolve_speed_settings(
         "cuda", precision="16-mixed", benchmark=False, channels_last=False, fused=False, pin_memory=False, bf16=True

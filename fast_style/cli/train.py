@@ -51,6 +51,7 @@ def _resolve_speed(cfg: DictConfig) -> SpeedSettings:
         channels_last=cfg.speed.channels_last,
         fused=cfg.optimizer.get("fused", False),
         pin_memory=cfg.data.get("pin_memory", "auto"),
+        deterministic=bool(cfg.trainer.get("deterministic", False)),
     )
     with open_dict(cfg):
         cfg.trainer.precision = speed.precision
