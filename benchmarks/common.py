@@ -37,7 +37,11 @@ def peak_rss_mib() -> float:
 
 
 class Case:
-    """One benchmarked callable and its measurements."""
+    """One benchmarked callable and its measurements.
+
+    A callable that times only part of its work (training steps, not the set-up around them)
+    returns those seconds as a float; otherwise its whole wall time is recorded.
+    """
 
     def __init__(self, name: str, fn: Callable[[], object], warmup: int = 1) -> None:
         self.name, self.fn, self.warmup = name, fn, warmup
@@ -47,8 +51,9 @@ class Case:
     def run_once(self) -> None:
         reset_peak_rss()
         start = time.perf_counter()
-        self.fn()
-        self.times.append(time.perf_counter() - start)
+        result = self.fn()
+        elapsed = time.perf_counter() - start
+        self.times.append(result if isinstance(result, float) else elapsed)
         self.peak_mib = max(self.peak_mib, peak_rss_mib())
 
     @property

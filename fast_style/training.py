@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -18,7 +19,7 @@ from fast_style.errors import FastStyleError
 from fast_style.losses import PerceptualLoss
 from fast_style.models import model_config
 
-__all__ = ["StyleTransferModule"]
+__all__ = ["SpeedSettings", "StyleTransferModule", "resolve_speed_settings", "training_device"]
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +30,98 @@ OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
 
 
+@dataclass(frozen=True)
+class SpeedSettings:
+    """The speed options of one training run, with every ``auto`` resolved for its device."""
+
+    precision: str | int  # Lightning's ``Trainer(precision=...)``
+    benchmark: bool  # ``torch.backends.cudnn.benchmark``
+    channels_last: bool  # networks and batches in channels-last memory format
+    fused: bool  # ``torch.optim.Adam(fused=True)``
+    pin_memory: bool  # page-locked host memory for the DataLoader
+
+
+def training_device(accelerator: str) -> str:
+    """The device type Lightning trains on for ``Trainer(accelerator=...)``: ``cuda``, ``cpu``, ...
+
+    Like Lightning, ``auto``, ``gpu`` and ``cuda`` mean CUDA when ``torch.cuda.is_available()``; on a
+    machine without CUDA, ``auto`` is reported as ``cpu`` (Apple's ``mps`` gets CPU defaults too).
+    """
+    name = str(accelerator).lower()
+    if name in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return "cuda"
+    return "cpu" if name == "auto" else name
+
+
+def _bf16_native() -> bool:
+    """True when the current CUDA GPU computes in bfloat16 natively (Ampere, compute capability 8.0, or newer)."""
+    return torch.cuda.is_available() and torch.cuda.get_device_capability() >= (8, 0)
+
+
+def _flag(name: str, value: object, default: bool) -> bool:
+    if value is None or (isinstance(value, str) and value.lower() == "auto"):
+        return default
+    if isinstance(value, bool):
+        return value
+    raise FastStyleError(f"{name} must be auto, true or false, got {value!r}")
+
+
+def resolve_speed_settings(
+    device: str,
+    precision: str | int | None = "auto",
+    benchmark: bool | str | None = "auto",
+    channels_last: bool | str | None = "auto",
+    fused: bool | str | None = "auto",
+    pin_memory: bool | str | None = "auto",
+    bf16: bool | None = None,
+    deterministic: bool = False,
+) -> SpeedSettings:
+    """Replace each ``auto`` (or ``None``) by its default on ``device``; explicit values pass through.
+
+    On ``cuda`` the defaults are bf16 mixed precision (``32-true`` on GPUs without native bfloat16),
+    cuDNN autotuning, channels-last, fused Adam and pinned memory; elsewhere everything is off and
+    precision is ``32-true``. ``bf16`` says whether the GPU has native bfloat16 (default: ask CUDA).
+    A ``deterministic`` run keeps cuDNN's autotuner off, as Lightning does, since it picks
+    algorithms by timing.
+    """
+    cuda = device == "cuda"
+    if precision is None or str(precision).lower() == "auto":
+        if cuda and bf16 is None:
+            bf16 = _bf16_native()
+        precision = "bf16-mixed" if cuda and bf16 else "32-true"
+    return SpeedSettings(
+        precision=precision,
+        benchmark=_flag("trainer.benchmark", benchmark, cuda and not deterministic),
+        channels_last=_flag("speed.channels_last", channels_last, cuda),
+        fused=_flag("optimizer.fused", fused, cuda),
+        pin_memory=_flag("data.pin_memory", pin_memory, cuda),
+    )
+
+
+def _keep_implementation_flags(optimizer: torch.optim.Optimizer, state_dict: dict[str, Any]) -> dict[str, Any]:
+    """Load-state-dict pre-hook: saved hyperparameters, but this run's ``fused`` / ``foreach`` / ``capturable``.
+
+    A checkpoint written with fused Adam on a GPU can then resume on a CPU (and the other way round),
+    and Adam's step counters land on the device the chosen implementation expects.
+    """
+    flags = ("fused", "foreach", "capturable")
+    groups = []
+    for current, saved in zip(optimizer.param_groups, state_dict["param_groups"]):
+        saved = dict(saved)
+        saved.update({k: current[k] for k in flags if k in current})
+        groups.append(saved)
+    return {**state_dict, "param_groups": groups}
+
+
 class StyleTransferModule(pl.LightningModule):
     """Trains ``net`` to minimise ``loss(net(x), x)`` on content photos ``x``.
 
     Only ``net`` is trainable and only ``net`` is saved: the frozen loss network is rebuilt from the
     config on every run, so checkpoints stay small and never carry VGG weights.
+
+    ``channels_last`` puts both networks and every batch in channels-last memory format;
+    ``compile_net`` and ``compile_loss`` compile them in place with ``torch.compile`` (the module
+    keeps its class and its ``state_dict`` keys, so checkpoints and exports do not change).
     """
 
     def __init__(
@@ -45,8 +133,20 @@ class StyleTransferModule(pl.LightningModule):
         log_images_every_n_steps: int = 200,
         style_name: str = "",
         run_config: dict[str, Any] | None = None,
+        channels_last: bool = False,
+        compile_net: bool = False,
+        compile_loss: bool = False,
+        compile_backend: str = "inductor",
     ) -> None:
         super().__init__()
+        self.channels_last = channels_last
+        if channels_last:
+            net.to(memory_format=torch.channels_last)
+            loss.to(memory_format=torch.channels_last)
+        if compile_net:
+            net.compile(backend=compile_backend)
+        if compile_loss:
+            loss.compile(backend=compile_backend)
         self.net = net
         self.loss_fn = loss
         self.optimizer_factory = optimizer
@@ -66,6 +166,8 @@ class StyleTransferModule(pl.LightningModule):
         self._count_bad(bad)
         if images is None:
             return None  # every image of this batch was unreadable: skip the step
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         terms = self.loss_fn(self.net(images), images)
         total = terms["total"]
         if not torch.isfinite(total):
@@ -96,6 +198,7 @@ class StyleTransferModule(pl.LightningModule):
     # -- optimisation ---------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(self.net.parameters())
+        optimizer.register_load_state_dict_pre_hook(_keep_implementation_flags)
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)
@@ -126,7 +229,9 @@ class StyleTransferModule(pl.LightningModule):
         content = self._samples.to(self.device)
         was_training = self.net.training
         self.net.eval()
-        stylized = self.net(content).clamp(0, 1)
+        # ``forward`` rather than ``__call__``: eager even when the network is compiled, so these few
+        # no-grad samples of another batch size cost no second compilation.
+        stylized = self.net.forward(content).clamp(0, 1)
         self.net.train(was_training)
         pairs = torch.stack([content, stylized], dim=1).flatten(0, 1)  # content, stylized, content, ...
         grid = make_grid(pairs.float().cpu(), nrow=2, padding=2, pad_value=1.0)

@@ -30,6 +30,15 @@ def test_gram_matrix_hand_computed():
     assert torch.allclose(gram_matrix(feats), expected)
 
 
+def test_gram_matrix_stays_float32_under_bf16_autocast():
+    torch.manual_seed(0)
+    features = torch.rand(2, 8, 16, 16).to(torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        gram = gram_matrix(features)
+    assert gram.dtype == torch.float32
+    torch.testing.assert_close(gram, gram_matrix(features.float()))
+
+
 def test_total_variation_hand_computed():
     img = torch.tensor([[[[0.0, 1.0], [2.0, 4.0]]]])
     # vertical diffs: 2, 3 -> mean sq 6.5 ; horizontal diffs: 1, 2 -> mean sq 2.5

@@ -98,3 +98,23 @@ def test_upsample_conv_in_bands_of_rows_is_the_same(monkeypatch: pytest.MonkeyPa
         banded = layers.upsample2x_conv3x3(x, weight, bias)
     torch.testing.assert_close(banded, whole)
     torch.testing.assert_close(whole, _upsample_then_conv(x, weight, bias, 1))
+
+
+@pytest.mark.slow
+def test_upsample_conv_trains_under_torch_compile(one_thread):
+    """Inductor once failed on the backward of replicate padding fed by a convolution's gradient."""
+    from fast_style.models.layers import UpsampleConvLayer
+
+    torch.manual_seed(0)
+    conv, up = torch.nn.Conv2d(4, 4, 3, padding=1), UpsampleConvLayer(4, 4, 3)
+
+    def loss(x: torch.Tensor) -> torch.Tensor:
+        return up(conv(x)).square().mean()
+
+    x = torch.randn(2, 4, 8, 8, requires_grad=True)
+    compiled = torch.compile(loss, backend="inductor")(x)
+    (grad,) = torch.autograd.grad(compiled, x)
+    eager = loss(x)
+    (eager_grad,) = torch.autograd.grad(eager, x)
+    torch.testing.assert_close(compiled, eager)
+    torch.testing.assert_close(grad, eager_grad)

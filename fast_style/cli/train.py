@@ -6,11 +6,15 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from fast_style.cli.hydra_app import run_hydra_task
 from fast_style.errors import FastStyleError
+
+if TYPE_CHECKING:
+    from fast_style.training import SpeedSettings
 
 __all__ = ["main", "train"]
 
@@ -32,6 +36,34 @@ def _resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
     return ckpt_path
 
 
+def _resolve_speed(cfg: DictConfig) -> SpeedSettings:
+    """Resolve the ``auto`` speed options for the run's accelerator and write them back into ``cfg``.
+
+    Lightning's Trainer, the DataLoader and Adam take only concrete values, so this runs before any
+    of them is instantiated; the checkpoint's ``run_config`` then records what the run really used.
+    """
+    from fast_style.training import resolve_speed_settings, training_device
+
+    speed = resolve_speed_settings(
+        training_device(cfg.trainer.get("accelerator", "auto")),
+        precision=cfg.trainer.get("precision", "auto"),
+        benchmark=cfg.trainer.get("benchmark", "auto"),
+        channels_last=cfg.speed.channels_last,
+        fused=cfg.optimizer.get("fused", False),
+        pin_memory=cfg.data.get("pin_memory", "auto"),
+        deterministic=bool(cfg.trainer.get("deterministic", False)),
+    )
+    with open_dict(cfg):
+        cfg.trainer.precision = speed.precision
+        cfg.trainer.benchmark = speed.benchmark
+        cfg.speed.channels_last = speed.channels_last
+        cfg.data.pin_memory = speed.pin_memory
+        if "fused" in cfg.optimizer:
+            # None, not False: Adam(fused=False) would also switch off its default foreach kernels.
+            cfg.optimizer.fused = True if speed.fused else None
+    return speed
+
+
 def train(cfg: DictConfig) -> Path:
     """Train from a composed ``train`` config; returns the run folder."""
     import pytorch_lightning as pl
@@ -47,6 +79,7 @@ def train(cfg: DictConfig) -> Path:
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     # Cheap checks first, so a typo fails in a second rather than after loading VGG.
+    speed = _resolve_speed(cfg)
     style = load_image_tensor(cfg.style_image, cfg.style_size)
     datamodule = instantiate(cfg.data)
     loss = instantiate(cfg.loss)
@@ -61,11 +94,20 @@ def train(cfg: DictConfig) -> Path:
         log_images_every_n_steps=cfg.log_images_every_n_steps,
         style_name=Path(cfg.style_image).stem,
         run_config=OmegaConf.to_container(cfg, resolve=True),
+        channels_last=speed.channels_last,
+        compile_net=cfg.speed.compile,
+        compile_loss=cfg.speed.compile_loss,
+        compile_backend=cfg.speed.compile_backend,
     )
     logger = instantiate(cfg.logger)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
     log.info("run folder: %s", run_dir)
+    log.info(
+        "speed: precision %s, cudnn benchmark %s, channels_last %s, fused Adam %s, pin_memory %s, compile %s/%s",
+        speed.precision, speed.benchmark, speed.channels_last, speed.fused, speed.pin_memory,
+        cfg.speed.compile, cfg.speed.compile_loss,
+    )
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     log.info("checkpoints in %s", run_dir / "checkpoints")
     return run_dir

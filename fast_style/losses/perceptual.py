@@ -14,10 +14,15 @@ __all__ = ["PerceptualLoss", "gram_matrix", "total_variation"]
 
 
 def gram_matrix(features: torch.Tensor) -> torch.Tensor:
-    """``(B, C, H, W) -> (B, C, C)`` feature correlations, divided by ``C * H * W``."""
+    """``(B, C, H, W) -> (B, C, C)`` feature correlations, divided by ``C * H * W``.
+
+    Always in float32, also under mixed precision: a bfloat16 Gram matrix keeps about three
+    significant digits, too few for the small differences the style term measures late in training.
+    """
     b, c, h, w = features.shape
-    flat = features.reshape(b, c, h * w)
-    return torch.bmm(flat, flat.transpose(1, 2)) / (c * h * w)
+    flat = features.reshape(b, c, h * w).float()
+    with torch.autocast(flat.device.type, enabled=False):
+        return torch.bmm(flat, flat.transpose(1, 2)) / (c * h * w)
 
 
 def total_variation(images: torch.Tensor) -> torch.Tensor:

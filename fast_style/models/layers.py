@@ -74,6 +74,17 @@ def _phase_kernels(weight: torch.Tensor) -> torch.Tensor:
     return torch.stack(phases, 1)
 
 
+def _replicate_pad1(x: torch.Tensor) -> torch.Tensor:
+    """``F.pad(x, (1, 1, 1, 1), mode="replicate")`` written with ``torch.cat``.
+
+    Under ``torch.compile`` (inductor), the backward of the replicate-pad operator is given the wrong
+    strides when its gradient arrives in channels-last layout, and compiled training stops with a
+    stride assertion; slicing and concatenation have no such problem.
+    """
+    x = torch.cat([x[..., :1, :], x, x[..., -1:, :]], dim=-2)
+    return torch.cat([x[..., :1], x, x[..., -1:]], dim=-1)
+
+
 def upsample2x_conv3x3(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, groups: int = 1
 ) -> torch.Tensor:
@@ -94,7 +105,7 @@ def upsample2x_conv3x3(
     kernels = kernels.reshape(4 * out_ch, *weight.shape[1:2], 2, 2)
     if bias is not None:
         bias = bias.repeat(4) if groups == 1 else bias.repeat_interleave(4)
-    padded = F.pad(x, (1, 1, 1, 1), mode="replicate")
+    padded = _replicate_pad1(x)
     out = x.new_empty(b, out_ch, h, 2, w, 2)
     # Without autograd, large inputs go a band of rows at a time to bound the four-phase buffer.
     band = h if torch.is_grad_enabled() else max(1, _BAND_ELEMENTS // (b * 4 * out_ch * (w + 1)))

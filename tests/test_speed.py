@@ -1,0 +1,170 @@
+"""Speed options: per-accelerator defaults, fused Adam across resumes, channels-last and compiled training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from fast_style.errors import FastStyleError
+from fast_style.training import SpeedSettings, resolve_speed_settings, training_device
+from tests.test_training import events, train
+
+pytestmark = pytest.mark.filterwarnings("ignore:loss.weights=none", "ignore::UserWarning")
+
+
+# -- resolving "auto" ---------------------------------------------------------------------------------
+def test_auto_on_cpu_is_plain_fp32_with_every_option_off():
+    assert resolve_speed_settings("cpu") == SpeedSettings(
+        precision="32-true", benchmark=False, channels_last=False, fused=False, pin_memory=False
+    )
+
+
+def test_auto_on_cuda_turns_every_option_on():
+    assert resolve_speed_settings("cuda", bf16=True) == SpeedSettings(
+        precision="bf16-mixed", benchmark=True, channels_last=True, fused=True, pin_memory=True
+    )
+
+
+def test_auto_on_a_cuda_gpu_without_native_bf16_keeps_fp32():
+    settings = resolve_speed_settings("cuda", bf16=False)
+    assert settings.precision == "32-true"
+    assert settings.benchmark and settings.channels_last and settings.fused and settings.pin_memory
+
+
+def test_a_deterministic_run_keeps_the_cudnn_autotuner_off():
+    settings = resolve_speed_settings("cuda", bf16=True, deterministic=True)
+    assert settings.benchmark is False and settings.channels_last and settings.precision == "bf16-mixed"
+    assert resolve_speed_settings("cuda", benchmark=True, bf16=True, deterministic=True).benchmark is True
+
+
+def test_explicit_values_win_over_the_device_defaults():
+    on_cuda = resolve_speed_settings(
+        "cuda", precision="16-mixed", benchmark=False, channels_last=False, fused=False, pin_memory=False, bf16=True
+    )
+    assert on_cuda == SpeedSettings("16-mixed", False, False, False, False)
+    on_cpu = resolve_speed_settings("cpu", precision="bf16-mixed", channels_last=True, fused=True, pin_memory="AUTO")
+    assert on_cpu == SpeedSettings("bf16-mixed", False, True, True, False)
+    assert resolve_speed_settings("cpu", precision=None, benchmark=None).precision == "32-true"
+
+
+def test_a_value_that_is_neither_auto_nor_a_bool_is_a_clear_error():
+    with pytest.raises(FastStyleError, match="speed.channels_last must be auto, true or false"):
+        resolve_speed_settings("cpu", channels_last="yes")
+
+
+@pytest.mark.parametrize(
+    "accelerator, cuda, expected",
+    [
+        ("auto", True, "cuda"),
+        ("gpu", True, "cuda"),
+        ("CUDA", True, "cuda"),
+        ("cpu", True, "cpu"),
+        ("auto", False, "cpu"),
+        ("cpu", False, "cpu"),
+        ("mps", False, "mps"),
+    ],
+)
+def test_training_device_follows_lightnings_choice(monkeypatch, accelerator, cuda, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    assert training_device(accelerator) == expected
+
+
+def test_cli_writes_the_resolved_values_into_the_config():
+    from hydra import compose, initialize_config_dir
+
+    from fast_style.cli.hydra_app import config_dir
+    from fast_style.cli.train import _resolve_speed
+
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose("train", overrides=["style_image=s.jpg", "trainer.accelerator=cpu"])
+    assert cfg.trainer.precision == "auto" and cfg.speed.channels_last == "auto"
+    assert cfg.optimizer.fused == "auto" and cfg.data.pin_memory == "auto" and cfg.trainer.benchmark == "auto"
+    assert cfg.speed.compile is False and cfg.speed.compile_backend == "inductor"
+
+    speed = _resolve_speed(cfg)
+    assert speed == resolve_speed_settings("cpu")
+    assert cfg.trainer.precision == "32-true" and cfg.trainer.benchmark is False
+    assert cfg.speed.channels_last is False and cfg.data.pin_memory is False
+    assert cfg.optimizer.fused is None  # Adam's own default, which keeps its foreach kernels
+
+
+# -- fused Adam and resuming ----------------------------------------------------------------------------
+def _adam_after_steps(fused: bool | None, steps: int, state: dict | None = None) -> torch.optim.Adam:
+    from fast_style.training import _keep_implementation_flags
+
+    torch.manual_seed(0)
+    weight = torch.nn.Parameter(torch.randn(8, 4))
+    adam = torch.optim.Adam([weight], lr=0.1, fused=fused)
+    adam.register_load_state_dict_pre_hook(_keep_implementation_flags)
+    if state is not None:
+        adam.load_state_dict(state)
+    for _ in range(steps):
+        adam.zero_grad()
+        weight.pow(2).sum().backward()
+        adam.step()
+    return adam
+
+
+@pytest.mark.parametrize("saved, resumed", [(True, None), (None, True)])
+def test_resumed_optimizer_keeps_this_runs_implementation(saved, resumed):
+    first = _adam_after_steps(saved, 2)
+    assert first.param_groups[0]["fused"] is saved
+    second = _adam_after_steps(resumed, 3, state=first.state_dict())
+    assert second.param_groups[0]["fused"] is resumed  # not the checkpoint's setting
+    assert second.param_groups[0]["lr"] == 0.1
+    assert int(second.state[second.param_groups[0]["params"][0]]["step"]) == 5
+
+
+def test_training_resumes_across_fused_and_unfused_adam(tmp_path, image_folder, style_path, one_thread):
+    run = tmp_path / "run"
+    assert train(run, image_folder, style_path, "trainer.max_steps=2", "optimizer.fused=true") == 0
+    first = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert first["optimizer_states"][0]["param_groups"][0]["fused"] is True
+
+    assert train(run, image_folder, style_path, "trainer.max_steps=4", "ckpt_path=last") == 0
+    second = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert second["global_step"] == 4
+    assert second["optimizer_states"][0]["param_groups"][0]["fused"] is None  # auto on CPU
+    assert int(second["optimizer_states"][0]["state"][0]["step"]) == 4
+
+
+# -- channels-last and compiled training ------------------------------------------------------------
+def _losses(run: Path) -> list[float]:
+    return [e.value for e in events(run).Scalars("train/total")]
+
+
+def test_channels_last_training_matches_the_default_layout(tmp_path, image_folder, style_path, one_thread):
+    plain, fast = tmp_path / "plain", tmp_path / "fast"
+    assert train(plain, image_folder, style_path, "trainer.max_steps=3") == 0
+    assert train(fast, image_folder, style_path, "trainer.max_steps=3", "speed.channels_last=true") == 0
+    assert _losses(fast) == pytest.approx(_losses(plain), rel=1e-4)
+
+    ckpt = torch.load(fast / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    weight = ckpt["state_dict"]["net.encoder.0.1.weight"]  # the first 9x9 convolution
+    assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+    assert ckpt["hyper_parameters"]["run_config"]["speed"]["channels_last"] is True
+
+
+@pytest.mark.slow
+def test_compiled_training_saves_plain_checkpoints_that_export(tmp_path, image_folder, style_path, one_thread):
+    from fast_style.cli.main import main
+    from fast_style.inference import Stylizer
+
+    plain, compiled = tmp_path / "plain", tmp_path / "compiled"
+    assert train(plain, image_folder, style_path, "trainer.max_steps=2") == 0
+    compile_both = ("speed.compile=true", "speed.compile_loss=true")  # default backend: inductor
+    assert train(compiled, image_folder, style_path, "trainer.max_steps=2", *compile_both) == 0
+    assert _losses(compiled) == pytest.approx(_losses(plain), rel=1e-3)
+
+    ckpt = torch.load(compiled / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    keys = list(ckpt["state_dict"])
+    assert keys and all(k.startswith("net.") and "_orig_mod" not in k for k in keys)
+
+    out = tmp_path / "compiled.safetensors"
+    assert main(["export", str(compiled / "checkpoints" / "last.ckpt"), "-o", str(out)]) == 0
+    stylizer = Stylizer.from_file(out, backend="torch")
+    weights = {k[len("net."):]: v for k, v in ckpt["state_dict"].items()}
+    for name, tensor in stylizer.net.state_dict().items():
+        torch.testing.assert_close(tensor, weights[name])
