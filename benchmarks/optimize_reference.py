@@ -38,7 +38,7 @@ from benchmarks.common import Case, device_line, interleaved, markdown_table  # 
 from benchmarks.reference import ReferenceOptimizer  # noqa: E402
 from fast_style.cli.optimize import pixel_optimizer_settings  # noqa: E402
 from fast_style.images import load_image_tensor  # noqa: E402
-from fast_style.losses import NETWORKS, PerceptualLoss, VGGFeatures, layer_index_map  # noqa: E402
+from fast_style.losses import NETWORKS, PerceptualLoss, layer_index_map, load_vgg_features  # noqa: E402
 from fast_style.optimize import optimize_pixels, resolve_device  # noqa: E402
 
 OptimizerFactory = Callable[[list[torch.Tensor]], torch.optim.Optimizer]
@@ -65,25 +65,34 @@ class CountingOptimizer:
         return optimizer
 
 
-def full_features(encoder: VGGFeatures) -> nn.Sequential:
-    """The whole VGG ``features`` stack of ``encoder.network``, for the reference.
+def full_features(network: str, weights: str, depth: int) -> nn.Sequential:
+    """The whole VGG ``features`` stack of ``network``, for the reference.
 
-    The layers ``encoder`` keeps get its weights; deeper layers, which no loss term reads, keep
-    torchvision's random initialisation (their cost does not depend on their values).
+    Its first ``depth`` layers (those fast_style's loss runs) get their weights from fast_style's
+    loader, as they are in the file, batch norms unfolded; deeper layers, which no loss term reads,
+    keep torchvision's random initialisation (their cost does not depend on their values). Seeded
+    like the loss is built, so that ``weights=none`` gives both the same random network.
     """
-    cfg, batch_norm, _ = NETWORKS[encoder.network]
+    cfg, batch_norm, _ = NETWORKS[network]
     features = make_layers(cfgs[cfg], batch_norm=batch_norm)
-    features[: len(encoder.features)].load_state_dict(encoder.features.state_dict())
-    return features.to(encoder.mean.device)
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        features[:depth].load_state_dict(load_vgg_features(network, weights, depth - 1).state_dict())
+    return features
 
 
 def reference_for(
-    loss: PerceptualLoss, content: torch.Tensor, style: torch.Tensor, make_optimizer: OptimizerFactory
+    loss: PerceptualLoss,
+    weights: str,
+    content: torch.Tensor,
+    style: torch.Tensor,
+    make_optimizer: OptimizerFactory,
 ) -> ReferenceOptimizer:
     """A ``ReferenceOptimizer`` with ``loss``'s network, weights, layers and term weights."""
     encoder = loss.encoder
     return ReferenceOptimizer(
-        full_features(encoder),
+        full_features(encoder.network, weights, len(encoder.features)),
         layer_index_map(encoder.network),
         content,
         style,
@@ -98,14 +107,17 @@ def reference_for(
 
 
 def check_same_loss(loss: PerceptualLoss, reference: ReferenceOptimizer, content: torch.Tensor) -> None:
-    """Print both totals on one image (half content, half noise); warn if they differ by > 1e-3."""
+    """Print both losses of one image (half content, half noise); warn if a term differs by > 1e-3."""
     noise = torch.rand(content.shape, generator=torch.Generator().manual_seed(0)).to(content.device)
     probe = torch.lerp(content, noise, 0.5)
     with torch.no_grad():
-        ours = loss(probe)["total"].item()
-        theirs = reference.terms(probe)["total"].item()
-    rel = abs(ours - theirs) / max(abs(theirs), 1e-12)
-    print(f"  loss on a probe image: reference {theirs:.6g}, fast_style {ours:.6g} (relative difference {rel:.1e})")
+        ours = {k: v.item() for k, v in loss(probe).items()}
+        theirs = {k: v.item() for k, v in reference.terms(probe).items()}
+    rel = max(abs(ours[k] - theirs[k]) / max(abs(theirs[k]), 1e-12) for k in ("content", "style", "total"))
+    print(
+        f"  loss of a probe image: reference {theirs['total']:.6g}, fast_style {ours['total']:.6g} "
+        f"(largest relative difference of the content, style and total terms {rel:.1e})"
+    )
     if rel > 1e-3:
         print("  WARNING: the two losses differ by more than 1e-3: the comparison is not like for like")
 
@@ -135,6 +147,7 @@ def main() -> None:
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("optimize", overrides=overrides)
     device = resolve_device(args.device)
+    torch.manual_seed(0)  # as full_features does: with loss.weights=none both get one random network
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         loss = instantiate(cfg.loss).to(device)
@@ -157,9 +170,11 @@ def main() -> None:
     for size in args.sizes:
         content = load_image_tensor(args.content, size).to(device)
         style = load_image_tensor(args.style, size).to(device)
+        if min(*content.shape[-2:], *style.shape[-2:]) < 32:
+            raise SystemExit(f"--sizes {size}: the reference runs all five VGG blocks; each side needs 32 px")
         loss.set_style_image(style)
         loss.set_content_image(content)
-        reference = reference_for(loss, content, style, reference_optimizer)
+        reference = reference_for(loss, str(cfg.loss.weights), content, style, reference_optimizer)
         print(f"{content.shape[-1]}x{content.shape[-2]}:")
         check_same_loss(loss, reference, content)
 
