@@ -30,6 +30,24 @@ def test_gram_matrix_hand_computed():
     assert torch.allclose(gram_matrix(feats), expected)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_gram_matrix_gradient_is_the_autograd_one(channels_last):
+    # Its backward is written by hand: check it against finite differences and against autograd
+    # through the plain product, with an upstream gradient that is not symmetric.
+    feats = torch.rand(2, 3, 4, 5, dtype=torch.float64)
+    if channels_last:
+        feats = feats.contiguous(memory_format=torch.channels_last)
+    feats.requires_grad_(True)
+    assert torch.autograd.gradcheck(gram_matrix, (feats,))
+    upstream = torch.rand(2, 3, 3, dtype=torch.float64)
+    (grad,) = torch.autograd.grad((gram_matrix(feats) * upstream).sum(), feats)
+    flat = feats.reshape(2, 3, 20)
+    plain = torch.bmm(flat, flat.transpose(1, 2)) / 60
+    (expected,) = torch.autograd.grad((plain * upstream).sum(), feats)
+    assert torch.allclose(grad, expected)
+    assert grad.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
 def test_total_variation_hand_computed():
     img = torch.tensor([[[[0.0, 1.0], [2.0, 4.0]]]])
     # vertical diffs: 2, 3 -> mean sq 6.5 ; horizontal diffs: 1, 2 -> mean sq 2.5
