@@ -89,6 +89,42 @@ def test_extractor_stops_at_the_deepest_layer_and_is_frozen():
     assert not vgg.training
 
 
+def test_batch_norms_are_folded_into_the_convolutions_with_the_same_function(tmp_path):
+    torch.manual_seed(0)
+    plain = _build_features("vgg16_bn")[:13].eval()
+    for module in plain:
+        if isinstance(module, nn.BatchNorm2d):  # statistics far from the identity
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.2, 0.2)
+    path = tmp_path / "bn.pt"
+    torch.save(plain.state_dict(), path)
+    vgg = VGGFeatures(["relu1_2", "relu2_2"], network="vgg16_bn", weights=str(path))
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in vgg.features)
+    assert len(vgg.features) == len(plain)  # the norms became Identity: indices are unchanged
+    assert not any(p.requires_grad for p in vgg.parameters())
+    images = torch.rand(2, 3, 24, 20)
+    out = vgg(images)
+    x = (images - vgg.mean) / vgg.std
+    with torch.no_grad():
+        for index, module in enumerate(plain):
+            x = module(x)
+            if index in (5, 12):
+                name = "relu1_2" if index == 5 else "relu2_2"
+                assert torch.allclose(out[name], x, rtol=1e-4, atol=1e-5), name
+
+
+def test_cpu_activations_are_channels_last_and_gradients_reach_the_image():
+    torch.manual_seed(0)
+    vgg = VGGFeatures(["relu1_2", "relu2_2"], network="vgg16", weights="none")
+    images = torch.rand(1, 3, 16, 12, requires_grad=True)
+    out = vgg(images)
+    assert all(f.is_contiguous(memory_format=torch.channels_last) for f in out.values())
+    (gram_matrix(out["relu2_2"]).sum() + out["relu1_2"].mean()).backward()
+    assert images.grad is not None and images.grad.shape == images.shape
+
+
 def _features_file(tmp_path, network="vgg16", upto=10, shape_fix=None):
     features = _build_features(network)[:upto]
     state = features.state_dict()
