@@ -115,14 +115,20 @@ def test_batch_norms_are_folded_into_the_convolutions_with_the_same_function(tmp
                 assert torch.allclose(out[name], x, rtol=1e-4, atol=1e-5), name
 
 
-def test_cpu_activations_are_channels_last_and_gradients_reach_the_image():
+@pytest.mark.parametrize("min_pixels", [0, 10**9])
+def test_large_images_run_channels_last_on_the_cpu_with_the_same_result(monkeypatch, min_pixels):
     torch.manual_seed(0)
     vgg = VGGFeatures(["relu1_2", "relu2_2"], network="vgg16", weights="none")
     images = torch.rand(1, 3, 16, 12, requires_grad=True)
+    expected = vgg(images)
+    (grad,) = torch.autograd.grad(gram_matrix(expected["relu2_2"]).sum() + expected["relu1_2"].mean(), images)
+    monkeypatch.setattr("fast_style.losses.vgg.CHANNELS_LAST_MIN_PIXELS", min_pixels)
     out = vgg(images)
-    assert all(f.is_contiguous(memory_format=torch.channels_last) for f in out.values())
-    (gram_matrix(out["relu2_2"]).sum() + out["relu1_2"].mean()).backward()
-    assert images.grad is not None and images.grad.shape == images.shape
+    layout = torch.channels_last if min_pixels == 0 else torch.contiguous_format
+    assert all(f.is_contiguous(memory_format=layout) for f in out.values())
+    assert all(torch.allclose(out[k], expected[k], atol=1e-6) for k in out)
+    (grad_out,) = torch.autograd.grad(gram_matrix(out["relu2_2"]).sum() + out["relu1_2"].mean(), images)
+    assert torch.allclose(grad_out, grad, rtol=1e-4, atol=1e-7)
 
 
 def _features_file(tmp_path, network="vgg16", upto=10, shape_fix=None):
