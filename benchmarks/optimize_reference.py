@@ -10,9 +10,11 @@ reference (``ReferenceOptimizer`` in ``benchmarks/reference.py``) runs the whole
 with loss modules inserted and recomputes the style Gram matrices at every evaluation. Both use the
 same weights for every layer the loss reads, the same layers, term weights and Gram normalisation,
 and the same optimizer settings; the script checks that both give one image the same loss.
+``--trimmed`` adds a third case: the tutorial's published code, which cuts the model after the last
+loss module and takes the style targets once.
 
 Each case runs blocks of ``--steps`` steps from the content image with a fresh optimizer:
-``--warmup`` untimed blocks, then ``--repeats`` timed blocks, the two cases round-robin. A step is
+``--warmup`` untimed blocks, then ``--repeats`` timed blocks, the cases round-robin. A step is
 one ``optimizer.step(closure)``; the closure evaluations per step are counted. Peak RSS is that of
 the whole process during a case's blocks (both networks stay loaded).
 """
@@ -25,6 +27,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -88,6 +91,7 @@ def reference_for(
     content: torch.Tensor,
     style: torch.Tensor,
     make_optimizer: OptimizerFactory,
+    trim: bool = False,
 ) -> ReferenceOptimizer:
     """A ``ReferenceOptimizer`` with ``loss``'s network, weights, layers and term weights."""
     encoder = loss.encoder
@@ -103,6 +107,7 @@ def reference_for(
         style_weight=loss.style_weight,
         tv_weight=loss.tv_weight,
         make_optimizer=make_optimizer,
+        trim=trim,
     )
 
 
@@ -122,6 +127,78 @@ def check_same_loss(loss: PerceptualLoss, reference: ReferenceOptimizer, content
         print("  WARNING: the two losses differ by more than 1e-3: the comparison is not like for like")
 
 
+def time_size(
+    size: int,
+    args: argparse.Namespace,
+    loss: PerceptualLoss,
+    weights: str,
+    ours_optimizer: CountingOptimizer,
+    reference_optimizer: CountingOptimizer,
+) -> list[list[str]]:
+    """Time every case at one size (long side); the table's rows. The references die on return."""
+    device = loss.encoder.mean.device
+    content = load_image_tensor(args.content, size).to(device)
+    style = load_image_tensor(args.style, size).to(device)
+    if min(*content.shape[-2:], *style.shape[-2:]) < 32:
+        raise SystemExit(f"--sizes {size}: the reference runs all five VGG blocks; each side needs 32 px")
+    loss.set_style_image(style)
+    loss.set_content_image(content)
+    reference = reference_for(loss, weights, content, style, reference_optimizer)
+    print(f"{content.shape[-1]}x{content.shape[-2]}:")
+    check_same_loss(loss, reference, content)
+
+    def ours() -> float:
+        run = optimize_pixels(loss, content, args.steps, ours_optimizer)
+        if run.error:
+            raise SystemExit(run.error)
+        return run.elapsed
+
+    def theirs(reference: ReferenceOptimizer) -> float:
+        start = time.perf_counter()
+        reference.run(content, args.steps)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - start
+
+    blocks: dict[str, list[tuple[float, int]]] = {}
+
+    def timed(name: str, body: Callable[[], float], counter: CountingOptimizer) -> Case:
+        def block() -> None:
+            before = counter.evaluations
+            seconds = body()
+            blocks.setdefault(name, []).append((seconds, counter.evaluations - before))
+
+        return Case(name, block, warmup=args.warmup)
+
+    cases = [
+        timed("reference (tutorial structure)", partial(theirs, reference), reference_optimizer),
+        timed("fast_style (optimize_pixels)", ours, ours_optimizer),
+    ]
+    if args.trimmed:
+        trimmed = reference_for(loss, weights, content, style, reference_optimizer, trim=True)
+        name = "tutorial as published (trimmed, style targets once)"
+        cases.append(timed(name, partial(theirs, trimmed), reference_optimizer))
+    interleaved(cases, args.repeats)
+
+    rows = []
+    base = None
+    for case in cases:
+        kept = blocks[case.name][case.warmup:]
+        per_step = statistics.median(seconds / args.steps for seconds, _ in kept)
+        evaluations = sum(count for _, count in kept) / (len(kept) * args.steps)
+        base = base or per_step  # the first case is the reference
+        rows.append([
+            f"{content.shape[-1]}x{content.shape[-2]}",
+            case.name,
+            f"{per_step:.3f}",
+            f"{evaluations:g}",
+            f"{per_step / evaluations:.3f}",
+            f"{base / per_step:.2f}×",
+            f"{case.peak_mib:.0f}",
+        ])
+    return rows
+
+
 def main() -> None:
     """Parse arguments, time both cases at every size and print the table."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -133,6 +210,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed blocks per case and size")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--trimmed", action="store_true",
+        help="also time the tutorial's published code (model cut after the last loss, style targets once)",
+    )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of configs/optimize.yaml")
     args = parser.parse_args()
 
@@ -156,73 +237,19 @@ def main() -> None:
 
     weights = str(cfg.loss.weights)
     if weights.lower() == "none":
-        weights = "random (loss.weights=none: timings only, the images mean nothing)"
+        weights_note = "random (loss.weights=none: timings only, the images mean nothing)"
     else:
-        weights = Path(weights).name
+        weights_note = Path(weights).name
     print(device_line())
     print(
         f"{cfg.optimizer._target_.rsplit('.', 1)[-1]} on {device}, loss {cfg.loss.network} "
-        f"content {list(cfg.loss.content_layers)} style {list(cfg.loss.style_layers)}, VGG weights {weights}; "
+        f"content {list(cfg.loss.content_layers)} style {list(cfg.loss.style_layers)}, VGG weights {weights_note}; "
         f"blocks of {args.steps} steps: {args.warmup} warm-up + {args.repeats} timed per case\n"
     )
 
     rows = []
     for size in args.sizes:
-        content = load_image_tensor(args.content, size).to(device)
-        style = load_image_tensor(args.style, size).to(device)
-        if min(*content.shape[-2:], *style.shape[-2:]) < 32:
-            raise SystemExit(f"--sizes {size}: the reference runs all five VGG blocks; each side needs 32 px")
-        loss.set_style_image(style)
-        loss.set_content_image(content)
-        reference = reference_for(loss, str(cfg.loss.weights), content, style, reference_optimizer)
-        print(f"{content.shape[-1]}x{content.shape[-2]}:")
-        check_same_loss(loss, reference, content)
-
-        def ours() -> float:
-            run = optimize_pixels(loss, content, args.steps, ours_optimizer)
-            if run.error:
-                raise SystemExit(run.error)
-            return run.elapsed
-
-        def theirs() -> float:
-            start = time.perf_counter()
-            reference.run(content, args.steps)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            return time.perf_counter() - start
-
-        blocks: dict[str, list[tuple[float, int]]] = {}
-
-        def timed(name: str, body: Callable[[], float], counter: CountingOptimizer) -> Case:
-            def block() -> None:
-                before = counter.evaluations
-                seconds = body()
-                blocks.setdefault(name, []).append((seconds, counter.evaluations - before))
-
-            return Case(name, block, warmup=args.warmup)
-
-        cases = [
-            timed("reference (tutorial structure)", theirs, reference_optimizer),
-            timed("fast_style (optimize_pixels)", ours, ours_optimizer),
-        ]
-        interleaved(cases, args.repeats)
-        medians = {}
-        for case in cases:
-            kept = blocks[case.name][case.warmup:]
-            per_step = statistics.median(s / args.steps for s, _ in kept)
-            evaluations = sum(e for _, e in kept) / (len(kept) * args.steps)
-            medians[case.name] = per_step
-            base = medians[cases[0].name]
-            rows.append([
-                f"{content.shape[-1]}x{content.shape[-2]}",
-                case.name,
-                f"{per_step:.3f}",
-                f"{evaluations:g}",
-                f"{per_step / evaluations:.3f}",
-                f"{base / per_step:.2f}×",
-                f"{case.peak_mib:.0f}",
-            ])
-        del reference
+        rows += time_size(size, args, loss, weights, ours_optimizer, reference_optimizer)
 
     print()
     print(f"threads: {torch.get_num_threads()}")

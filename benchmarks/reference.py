@@ -8,7 +8,8 @@ norm, five residual blocks, nearest upsampling followed by convolution, run in p
 PyTorch neural-style tutorial: the VGG feature stack copied into one ``nn.Sequential`` with
 content- and style-loss modules inserted after the chosen layers, the whole stack run on every
 evaluation, the style image's Gram matrices recomputed on every evaluation, the image clamped at
-the start of the closure, and L-BFGS over the image's pixels.
+the start of the closure, and L-BFGS over the image's pixels. (The tutorial's published code cuts
+the model after the last loss module and takes the style targets once; ``trim=True`` does that.)
 """
 
 from __future__ import annotations
@@ -130,11 +131,14 @@ def _tv(img: torch.Tensor) -> torch.Tensor:
 class ReferenceOptimizer:
     """Tutorial-structured style transfer by L-BFGS on the pixels, with fast_style's loss definitions.
 
-    ``features`` is a whole VGG ``features`` stack (every layer is run, none is cut off);
+    ``features`` is a whole VGG ``features`` stack (every layer is run unless ``trim``);
     ``layer_indices`` maps layer names such as ``relu2_2`` to positions in it. Content and style
     terms are mean squared errors of activations and of Gram matrices divided by C*H*W, weighted as
     in ``fast_style.losses.PerceptualLoss``. The content targets are taken once; the style image
     goes through the network again before every evaluation to give its Gram matrices.
+
+    ``trim=True`` does what the tutorial's published code does instead: it cuts the model after the
+    last loss module and takes the style targets once.
     """
 
     def __init__(
@@ -152,6 +156,7 @@ class ReferenceOptimizer:
         make_optimizer: Callable[[list[torch.Tensor]], torch.optim.Optimizer] | None = None,
         mean: Sequence[float] = (0.485, 0.456, 0.406),
         std: Sequence[float] = (0.229, 0.224, 0.225),
+        trim: bool = False,
     ) -> None:
         device = content.device
         layer_weights = list(style_layer_weights or [1.0] * len(style_layers))
@@ -176,6 +181,11 @@ class ReferenceOptimizer:
         self.make_optimizer = make_optimizer or partial(
             torch.optim.LBFGS, lr=1.0, max_iter=1, tolerance_grad=0.0, tolerance_change=0.0
         )
+        self.trim = trim
+        if trim:
+            last = max(i for i, m in enumerate(self.model) if isinstance(m, (_ContentLoss, _StyleLoss)))
+            self.model = self.model[: last + 1]
+            self._capture(self.style, self.style_losses)
         self._capture(content.to(device), self.content_losses)
 
     @torch.no_grad()
@@ -192,7 +202,8 @@ class ReferenceOptimizer:
 
     def terms(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """Weighted ``content``, ``style``, ``tv`` and ``total`` loss of ``image`` (1, 3, H, W) in [0, 1]."""
-        self._capture(self.style, self.style_losses)
+        if not self.trim:
+            self._capture(self.style, self.style_losses)
         self.model(image)
         zero = image.new_zeros(())
         content = self.content_weight * sum((m.loss for m in self.content_losses), zero)
