@@ -37,6 +37,27 @@ def test_gram_matrix_stays_float32_under_bf16_autocast():
         gram = gram_matrix(features)
     assert gram.dtype == torch.float32
     torch.testing.assert_close(gram, gram_matrix(features.float()))
+    features.requires_grad_(True)
+    gram_matrix(features).sum().backward()
+    assert features.grad is not None and features.grad.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_gram_matrix_gradient_is_the_autograd_one(channels_last):
+    # Its backward is written by hand: check it against finite differences and against autograd
+    # through the plain product, with an upstream gradient that is not symmetric.
+    feats = torch.rand(2, 3, 4, 5, dtype=torch.float64)
+    if channels_last:
+        feats = feats.contiguous(memory_format=torch.channels_last)
+    feats.requires_grad_(True)
+    assert torch.autograd.gradcheck(gram_matrix, (feats,))
+    upstream = torch.rand(2, 3, 3, dtype=torch.float64)
+    (grad,) = torch.autograd.grad((gram_matrix(feats) * upstream).sum(), feats)
+    flat = feats.reshape(2, 3, 20)
+    plain = torch.bmm(flat, flat.transpose(1, 2)) / 60
+    (expected,) = torch.autograd.grad((plain * upstream).sum(), feats)
+    assert torch.allclose(grad, expected)
+    assert grad.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
 def test_total_variation_hand_computed():
@@ -78,6 +99,48 @@ def test_extractor_stops_at_the_deepest_layer_and_is_frozen():
     parent = nn.Sequential(vgg)
     parent.train()
     assert not vgg.training
+
+
+def test_batch_norms_are_folded_into_the_convolutions_with_the_same_function(tmp_path):
+    torch.manual_seed(0)
+    plain = _build_features("vgg16_bn")[:13].eval()
+    for module in plain:
+        if isinstance(module, nn.BatchNorm2d):  # statistics far from the identity
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.2, 0.2)
+    path = tmp_path / "bn.pt"
+    torch.save(plain.state_dict(), path)
+    vgg = VGGFeatures(["relu1_2", "relu2_2"], network="vgg16_bn", weights=str(path))
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in vgg.features)
+    assert len(vgg.features) == len(plain)  # the norms became Identity: indices are unchanged
+    assert not any(p.requires_grad for p in vgg.parameters())
+    images = torch.rand(2, 3, 24, 20)
+    out = vgg(images)
+    x = (images - vgg.mean) / vgg.std
+    with torch.no_grad():
+        for index, module in enumerate(plain):
+            x = module(x)
+            if index in (5, 12):
+                name = "relu1_2" if index == 5 else "relu2_2"
+                assert torch.allclose(out[name], x, rtol=1e-4, atol=1e-5), name
+
+
+@pytest.mark.parametrize("min_pixels", [0, 10**9])
+def test_large_images_run_channels_last_on_the_cpu_with_the_same_result(monkeypatch, min_pixels):
+    torch.manual_seed(0)
+    vgg = VGGFeatures(["relu1_2", "relu2_2"], network="vgg16", weights="none")
+    images = torch.rand(1, 3, 16, 12, requires_grad=True)
+    expected = vgg(images)
+    (grad,) = torch.autograd.grad(gram_matrix(expected["relu2_2"]).sum() + expected["relu1_2"].mean(), images)
+    monkeypatch.setattr("fast_style.losses.vgg.CHANNELS_LAST_MIN_PIXELS", min_pixels)
+    out = vgg(images)
+    layout = torch.channels_last if min_pixels == 0 else torch.contiguous_format
+    assert all(f.is_contiguous(memory_format=layout) for f in out.values())
+    assert all(torch.allclose(out[k], expected[k], atol=1e-6) for k in out)
+    (grad_out,) = torch.autograd.grad(gram_matrix(out["relu2_2"]).sum() + out["relu1_2"].mean(), images)
+    assert torch.allclose(grad_out, grad, rtol=1e-4, atol=1e-7)
 
 
 def _features_file(tmp_path, network="vgg16", upto=10, shape_fix=None):

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
 from fast_style.errors import FastStyleError
@@ -13,16 +14,43 @@ from fast_style.errors import FastStyleError
 __all__ = ["PerceptualLoss", "gram_matrix", "total_variation"]
 
 
+class _Gram(torch.autograd.Function):
+    """``X Xᵀ / n`` for ``X`` of shape ``(B, C, N)``, with a backward of one batched product, not two.
+
+    Autograd's generic backward of ``bmm(X, Xᵀ)`` computes ``dG X`` and ``(Xᵀ dG)ᵀ`` separately;
+    both operands are ``X``, so the gradient is ``(dG + dGᵀ) X / n`` in one product.
+    """
+
+    @staticmethod
+    def forward(ctx, flat: torch.Tensor, n: int) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(flat)
+        ctx.n = n
+        return torch.bmm(flat, flat.transpose(1, 2)) / n
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        (flat,) = ctx.saved_tensors
+        # Under autocast the forward product may be in lower precision; the gradient follows X's dtype.
+        symmetric = (grad + grad.transpose(1, 2)).to(flat.dtype)
+        if flat.stride(1) == 1:  # channels-last activations: give the gradient their layout
+            return torch.bmm(flat.transpose(1, 2), symmetric).transpose(1, 2) / ctx.n, None
+        return torch.bmm(symmetric, flat) / ctx.n, None
+
+
 def gram_matrix(features: torch.Tensor) -> torch.Tensor:
     """``(B, C, H, W) -> (B, C, C)`` feature correlations, divided by ``C * H * W``.
 
-    Always in float32, also under mixed precision: a bfloat16 Gram matrix keeps about three
-    significant digits, too few for the small differences the style term measures late in training.
+    Half-precision features are multiplied in float32, also under mixed precision: a bfloat16 Gram
+    matrix keeps about three significant digits, too few for the small differences the style term
+    measures late in training. Channels-last activations need no copy (the reshape is a view).
     """
     b, c, h, w = features.shape
-    flat = features.reshape(b, c, h * w).float()
+    flat = features.reshape(b, c, h * w)
+    if flat.dtype in (torch.float16, torch.bfloat16):
+        flat = flat.float()
     with torch.autocast(flat.device.type, enabled=False):
-        return torch.bmm(flat, flat.transpose(1, 2)) / (c * h * w)
+        return _Gram.apply(flat, c * h * w)
 
 
 def total_variation(images: torch.Tensor) -> torch.Tensor:

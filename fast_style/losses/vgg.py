@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torchvision import models
 from torchvision.models.vgg import cfgs, make_layers
 
@@ -18,12 +19,19 @@ __all__ = [
     "IMAGENET_STD",
     "NETWORKS",
     "VGGFeatures",
+    "fold_batch_norms",
     "layer_index_map",
     "load_vgg_features",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# On the CPU, images of at least this many pixels go through the VGG channels-last. oneDNN's
+# convolutions gain from it on large images and lose on small ones. Forward and backward of the
+# default loss (VGG16-BN) on one thread, CPU time: 30 % slower at 64x48, 12 % slower at 128x96, the
+# same at 256x192, 6 % faster at 512x384, 13 % faster at 1024x768.
+CHANNELS_LAST_MIN_PIXELS = 2**17
 
 # name -> (torchvision layer config, batch norm, ImageNet weights enum entry)
 NETWORKS: dict[str, tuple[str, bool, models.WeightsEnum]] = {
@@ -128,6 +136,22 @@ def _load_strict(features: nn.Sequential, state: Mapping[str, torch.Tensor], net
     features.load_state_dict({k: state[k].to(ref.dtype) for k, ref in expected.items()}, strict=True)
 
 
+def fold_batch_norms(features: nn.Sequential) -> nn.Sequential:
+    """Fold every batch norm that follows a convolution into it, in eval mode; the norm becomes Identity.
+
+    An eval-mode batch norm is a per-channel affine map, so the folded convolution computes the same
+    function (up to float rounding) in one pass instead of two, forward and backward. Layer
+    indices do not change.
+    """
+    features.eval()
+    for index in range(1, len(features)):
+        conv, norm = features[index - 1], features[index]
+        if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d):
+            features[index - 1] = fuse_conv_bn_eval(conv, norm)
+            features[index] = nn.Identity()
+    return features
+
+
 def load_vgg_features(network: str, weights: str | os.PathLike[str] | None, last_index: int) -> nn.Sequential:
     """``features[: last_index + 1]`` of a torchvision VGG, with weights from ``imagenet``, a file or ``none``."""
     _check_network(network)
@@ -151,7 +175,9 @@ class VGGFeatures(nn.Module):
     """Frozen VGG that maps [0, 1] RGB images to a dict of named ReLU activations.
 
     ImageNet normalisation happens inside, the stack stops at the deepest requested layer, and the
-    module stays in eval mode with ``requires_grad=False`` whatever its parent does.
+    module stays in eval mode with ``requires_grad=False`` whatever its parent does. Batch norms are
+    folded into their convolutions (``fold_batch_norms``); large images on the CPU run channels-last
+    (``CHANNELS_LAST_MIN_PIXELS``).
     """
 
     def __init__(
@@ -172,7 +198,7 @@ class VGGFeatures(nn.Module):
             )
         self.network = network
         self.indices = {name: index_map[name] for name in self.layers}
-        self.features = load_vgg_features(network, weights, max(self.indices.values()))
+        self.features = fold_batch_norms(load_vgg_features(network, weights, max(self.indices.values())))
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         for module in self.features:
@@ -192,6 +218,8 @@ class VGGFeatures(nn.Module):
         targets = {self.indices[name]: name for name in wanted}
         last = max(targets)
         x = (images - self.mean) / self.std
+        if x.device.type == "cpu" and x.shape[-2] * x.shape[-1] >= CHANNELS_LAST_MIN_PIXELS:
+            x = x.contiguous(memory_format=torch.channels_last)
         out: dict[str, torch.Tensor] = {}
         for index, module in enumerate(self.features):
             x = module(x)
