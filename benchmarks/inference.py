@@ -16,7 +16,6 @@ not depend on them.
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
@@ -63,17 +62,33 @@ def _big_image(path: Path, side: int) -> None:
     Image.fromarray(rgb.clip(0, 255).astype(np.uint8)).save(path)
 
 
+_CHILD = """
+import sys
+from pathlib import Path
+from fast_style.cli.main import main
+code = main(sys.argv[1:])
+for line in Path("/proc/self/status").read_text().splitlines():
+    if line.startswith("VmHWM:"):
+        print("peak_kib", line.split()[1], file=sys.stderr)
+sys.exit(code)
+"""
+
+
 def _cli_run(image: Path, model: Path, out: Path) -> tuple[float, float]:
-    """``fast-style stylize`` in a fresh process: (wall seconds, peak RSS MiB of that process)."""
-    cmd = [sys.executable, "-m", "fast_style.cli.main", "stylize", str(image), "-m", str(model), "-o", str(out)]
+    """``fast-style stylize`` in a fresh process: (wall seconds, peak RSS MiB of that process).
+
+    The child reads its own high-water mark: the kernel's ``ru_maxrss`` of a child would also count
+    the memory of this process, which it is forked from.
+    """
+    cmd = [sys.executable, "-c", _CHILD, "stylize", str(image), "-m", str(model), "-o", str(out)]
     cmd += ["--device", "cpu", "--overwrite"]
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     seconds = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"fast-style stylize failed on {image}")
-    return seconds, usage.ru_maxrss / 1024  # KiB on Linux
+    peaks = [line.split()[1] for line in proc.stderr.splitlines() if line.startswith("peak_kib ")]
+    if proc.returncode != 0 or not peaks:
+        raise SystemExit(f"fast-style stylize failed on {image}: {proc.stderr.strip()[-500:]}")
+    return seconds, int(peaks[0]) / 1024
 
 
 def main() -> None:
