@@ -20,12 +20,12 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import nn
-from torch.nn import functional as F
 
 from fast_style import runtime
 from fast_style.errors import FastStyleError
 from fast_style.images import normalize_mode, resize_long_side, rgb_array
 from fast_style.models import build_model
+from fast_style.models.layers import pad_to_multiple
 
 __all__ = [
     "AUTO_TILE_PIXELS",
@@ -346,11 +346,7 @@ class Stylizer:
             self._session = runtime.session_for(self.net, self.device.type)
             self.net.to(self.device)  # building a graph moves the network to the CPU
         h, w = images.shape[-2:]
-        pad_h, pad_w = (-h) % self.multiple, (-w) % self.multiple
-        if pad_h or pad_w:
-            mode = "reflect" if pad_h < h and pad_w < w else "replicate"
-            images = F.pad(images, (0, pad_w, 0, pad_h), mode=mode)
-        return runtime.run_session(self._session, images)[..., :h, :w]
+        return runtime.run_session(self._session, pad_to_multiple(images, self.multiple))[..., :h, :w]
 
     @torch.inference_mode()
     def stylize_tensor(self, images: torch.Tensor) -> torch.Tensor:
