@@ -48,6 +48,43 @@ def test_onnxruntime_backend_matches_torch(tiny_ckpt: Path, tmp_path: Path) -> N
     assert abs(diff).max() <= 1
 
 
+@pytest.mark.parametrize("arch", ["johnson", "fast"])
+def test_onnx_graph_runs_wide_rgb_head_on_pixel_blocks(arch: str) -> None:
+    """The 9x9 three-channel head becomes SpaceToDepth -> conv -> DepthToSpace; 3x3 heads stay as they are."""
+    from fast_style import runtime
+    from fast_style.models import FastTransformerNet
+
+    torch.manual_seed(0)
+    net = (TransformerNet(channels=(8, 16, 32), num_residual=1) if arch == "johnson" else FastTransformerNet()).eval()
+    with torch.no_grad():
+        for param in net.parameters():  # random non-trivial weights, not the identity-like init
+            param.add_(torch.randn_like(param) * 0.1)
+    graph = runtime.onnx_graph(net)
+    ops = [node.op_type for node in graph.graph.node]
+    assert ("SpaceToDepth" in ops and ops[-1] == "DepthToSpace") == (arch == "johnson")
+    images = torch.rand(2, 3, 36, 52)
+    with torch.no_grad():
+        expected = net(images)
+    got = runtime.run_session(runtime.build_session(graph), images)
+    assert (got - expected).abs().max().item() < 1e-5
+
+
+def test_blocked_conv_weights_equal_the_plain_conv() -> None:
+    import torch.nn.functional as F
+
+    from fast_style.runtime import _blocked_weights
+
+    torch.manual_seed(0)
+    weight, bias = torch.randn(3, 5, 5, 5), torch.randn(3)
+    images = torch.randn(1, 5, 20, 24)
+    blocked_weight, blocked_bias = _blocked_weights(weight.numpy(), bias.numpy(), block=2)
+    # DCR order is block-major, pixel_unshuffle/pixel_shuffle are channel-major: regroup before shuffling.
+    unshuffle = torch.arange(5 * 4).reshape(5, 4).T.reshape(-1)
+    blocked = F.conv2d(F.pixel_unshuffle(images, 2)[:, unshuffle], torch.from_numpy(blocked_weight), torch.from_numpy(blocked_bias))
+    out = F.pixel_shuffle(blocked.reshape(1, 4, 3, 8, 10).transpose(1, 2).reshape(1, 12, 8, 10), 2)
+    assert torch.allclose(out, F.conv2d(images, weight, bias), atol=1e-4)
+
+
 def test_backend_falls_back_to_torch_without_onnxruntime(tiny_ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from fast_style import runtime
     from fast_style.errors import FastStyleError
