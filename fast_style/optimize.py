@@ -5,14 +5,21 @@ trains the feed-forward networks. The loss network runs only as deep as the loss
 Gram targets and the content targets are computed once per scale, and each step costs one forward
 and one backward pass of the truncated VGG.
 
-Pixels stay in [0, 1] by projection: after every optimizer step they are clamped in place. The
-loss therefore always sees a valid image, and the image that is saved is the one that was scored.
+Pixels stay in [0, 1] by projection: the loss is evaluated on the clamped pixels, and after every
+optimizer step they are clamped in place. The loss therefore always sees a valid image, the image
+that is saved is the one that was scored, and the objective a line search measures is the one the
+saved image has.
+
+The default L-BFGS step is one iteration with a strong-Wolfe line search: the loss of the accepted
+image never exceeds that of the image the step started from, so a run cannot drift into noise. A
+step usually costs one loss evaluation (forward and backward pass), sometimes two or three.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -50,7 +57,13 @@ INITS = ("content", "noise", "style")
 # The same settings as configs/optimizer/lbfgs.yaml and configs/optimizer_pixels/adam.yaml.
 OPTIMIZERS: dict[str, OptimizerFactory] = {
     "lbfgs": partial(
-        torch.optim.LBFGS, lr=1.0, max_iter=1, history_size=100, tolerance_grad=0.0, tolerance_change=0.0
+        torch.optim.LBFGS,
+        lr=1.0,
+        max_iter=1,
+        history_size=100,
+        line_search_fn="strong_wolfe",
+        tolerance_grad=0.0,
+        tolerance_change=0.0,
     ),
     "adam": partial(torch.optim.Adam, lr=0.02),
 }
@@ -79,6 +92,8 @@ class OptimizeResult:
     """Wall time of all steps, in seconds."""
     error: str | None = None
     """Why the run stopped early (a non-finite loss), else ``None``."""
+    evaluations: int = 0
+    """Loss evaluations (forward and backward passes) of all steps; a line search may take several a step."""
 
 
 class _NonFiniteLoss(Exception):
@@ -185,12 +200,14 @@ def optimize_pixels(
     callback: StepCallback | None = None,
     progress: bool = False,
     description: str = "",
+    stop_at_total: float | None = None,
 ) -> OptimizeResult:
     """Minimise ``loss(image)["total"]`` over the pixels of ``image`` for ``steps`` steps.
 
     The loss must already hold its style and content targets. ``history[i]`` holds the loss terms of
     the image after ``i`` steps (``steps + 1`` entries on success). A non-finite loss stops the run;
-    the result then holds the last image whose loss was finite and an ``error`` message.
+    the result then holds the last image whose loss was finite and an ``error`` message. With
+    ``stop_at_total`` the run ends early, one step after the total first drops to that value.
     """
     if steps < 0:
         raise FastStyleError(f"steps must be >= 0, got {steps}")
@@ -206,28 +223,49 @@ def optimize_pixels(
     result = OptimizeResult(image=pixels.detach().clone())
     last_good = result.image
     current: dict[str, float] = {}
+    # L-BFGS starts every step by evaluating the point its last line search accepted: the loss and
+    # gradient of the last few evaluations are reused instead of running VGG again.
+    recent: deque[tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]] = deque(maxlen=4)
 
     def record(step: int, terms: dict[str, torch.Tensor]) -> dict[str, float]:
         values = dict(zip(_TERMS, torch.stack([terms[k].detach() for k in _TERMS]).tolist()))
         if not all(math.isfinite(v) for v in values.values()):
             raise _NonFiniteLoss(values)
         nonlocal last_good
-        last_good = pixels.detach().clone()
+        last_good = pixels.detach().clamp(0, 1)
         result.history.append({"step": step, **values})
         if callback is not None:
             callback(step, last_good, values)
         return values
 
-    def closure() -> torch.Tensor:
+    def evaluate(with_grad: bool) -> dict[str, torch.Tensor]:
+        # Keyed by the clamped pixels, which is all the loss sees: a point that the projection after
+        # the step moved back into [0, 1] has the loss already measured. Its reused gradient is 0 at
+        # the pixels clamped, which keeps them from being pushed outwards again.
+        clamped = pixels.detach().clamp(0, 1)
+        for point, grad, terms in recent:
+            if (grad is not None or not with_grad) and torch.equal(point, clamped):
+                if with_grad:
+                    pixels.grad = grad.clone()
+                return terms
         opt.zero_grad(set_to_none=True)
-        terms = loss(pixels)
+        result.evaluations += 1
+        with torch.set_grad_enabled(with_grad):
+            terms = loss(pixels.clamp(0, 1))
+        grad = None
+        if with_grad and torch.isfinite(terms["total"]):
+            terms["total"].backward()
+            grad = pixels.grad.detach().clone()
+        terms = {k: v.detach() for k, v in terms.items()}
+        recent.append((clamped, grad, terms))
+        return terms
+
+    def closure() -> torch.Tensor:
+        terms = evaluate(with_grad=True)
         if not current:  # the first evaluation of a step scores the image the step starts from
             current.update(record(step, terms))
-        total = terms["total"]
-        if not torch.isfinite(total):  # a line-search probe; the optimizer backs off from it
-            return total.detach()
-        total.backward()
-        return total
+        # A non-finite line-search probe has no gradient; the optimizer backs off from it.
+        return terms["total"]
 
     bar = None
     if progress:
@@ -238,25 +276,31 @@ def optimize_pixels(
     start = time.perf_counter()
     try:
         if 0 in wanted:
-            result.snapshots[0], result.seconds[0] = pixels.detach().clone(), 0.0
+            result.snapshots[0], result.seconds[0] = pixels.detach().clamp(0, 1), 0.0
         for step in range(steps):
             current.clear()
+            before = pixels.detach().clone()
             opt.step(closure)
             with torch.no_grad():
                 pixels.clamp_(0, 1)
+            if torch.equal(before, pixels.detach()):
+                # The line search found no lower point along the direction its curvature history
+                # gives: start that history afresh (the next step is a short gradient step).
+                opt.state.clear()
             if scheduler is not None:
                 scheduler.step()
             done = step + 1
             if done in wanted:
                 result.seconds[done] = time.perf_counter() - start
-                result.snapshots[done] = pixels.detach().clone()
+                result.snapshots[done] = pixels.detach().clamp(0, 1)
             if bar is not None:
                 bar.set_postfix({k: f"{v:.3g}" for k, v in current.items()}, refresh=False)
                 bar.update(1)
+            if stop_at_total is not None and current and current["total"] <= stop_at_total:
+                break
         result.elapsed = time.perf_counter() - start  # the steps only, not the final scoring
-        step = steps
-        with torch.no_grad():
-            record(steps, loss(pixels))
+        steps = step = done if steps else 0
+        record(steps, evaluate(with_grad=False))
         result.steps = steps
         result.image = last_good
     except _NonFiniteLoss as exc:
@@ -381,6 +425,7 @@ def optimize_image(
             total.snapshots[s + offset] = finish(snap)
             total.seconds[s + offset] = total.elapsed + part.seconds[s]
         total.elapsed += part.elapsed
+        total.evaluations += part.evaluations
         if total.history and part.history and part.history[0]["step"] == 0:
             total.history.pop()  # the previous scale's last entry, re-scored at this scale
         total.history.extend({**h, "step": h["step"] + offset, "scale": level} for h in part.history)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -19,7 +21,16 @@ from fast_style.errors import FastStyleError
 from fast_style.losses import PerceptualLoss
 from fast_style.models import model_config
 
-__all__ = ["SpeedSettings", "StyleTransferModule", "resolve_speed_settings", "training_device"]
+__all__ = [
+    "COMPILE_MIN_STEPS",
+    "CompileOrEager",
+    "SpeedSettings",
+    "StyleTransferModule",
+    "compiler_available",
+    "cpu_bf16_native",
+    "resolve_speed_settings",
+    "training_device",
+]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +50,11 @@ class SpeedSettings:
     channels_last: bool  # networks and batches in channels-last memory format
     fused: bool  # ``torch.optim.Adam(fused=True)``
     pin_memory: bool  # page-locked host memory for the DataLoader
+    compile: bool = False  # ``torch.compile`` the transform network and the perceptual loss
+
+
+# torch.compile costs about a minute of CPU time before the first step; shorter runs do not repay it.
+COMPILE_MIN_STEPS = 500
 
 
 def training_device(accelerator: str) -> str:
@@ -58,6 +74,28 @@ def _bf16_native() -> bool:
     return torch.cuda.is_available() and torch.cuda.get_device_capability() >= (8, 0)
 
 
+def cpu_bf16_native() -> bool:
+    """True when this CPU computes bfloat16 natively (AVX512-BF16 or AMX), where bf16 autocast pays off.
+
+    Read from ``/proc/cpuinfo``; elsewhere (macOS, Windows) the answer is ``False`` and training stays
+    in float32, which is never slower there.
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def compiler_available() -> bool:
+    """True when a C++ compiler is on ``PATH``: TorchInductor needs one to compile for the CPU."""
+    return any(shutil.which(name) for name in (os.environ.get("CXX", ""), "g++", "c++", "clang++") if name)
+
+
 def _flag(name: str, value: object, default: bool) -> bool:
     if value is None or (isinstance(value, str) and value.lower() == "auto"):
         return default
@@ -75,26 +113,32 @@ def resolve_speed_settings(
     pin_memory: bool | str | None = "auto",
     bf16: bool | None = None,
     deterministic: bool = False,
+    compile: bool | str | None = False,
+    steps: int = -1,
 ) -> SpeedSettings:
     """Replace each ``auto`` (or ``None``) by its default on ``device``; explicit values pass through.
 
     On ``cuda`` the defaults are bf16 mixed precision (``32-true`` on GPUs without native bfloat16),
-    cuDNN autotuning, channels-last, fused Adam and pinned memory; elsewhere everything is off and
-    precision is ``32-true``. ``bf16`` says whether the GPU has native bfloat16 (default: ask CUDA).
-    A ``deterministic`` run keeps cuDNN's autotuner off, as Lightning does, since it picks
-    algorithms by timing.
+    cuDNN autotuning, channels-last, fused Adam and pinned memory. On ``cpu`` precision is
+    ``bf16-mixed`` where the CPU computes bfloat16 natively, else ``32-true``, and ``compile`` is on
+    for runs of at least ``COMPILE_MIN_STEPS`` steps (``steps``; -1 means an epoch-bounded run) when a
+    C++ compiler is available; the other options are off. ``bf16`` says whether the device has native
+    bfloat16 (default: ask CUDA, or read the CPU's flags). A ``deterministic`` run keeps cuDNN's
+    autotuner off, as Lightning does, since it picks algorithms by timing.
     """
     cuda = device == "cuda"
     if precision is None or str(precision).lower() == "auto":
-        if cuda and bf16 is None:
-            bf16 = _bf16_native()
-        precision = "bf16-mixed" if cuda and bf16 else "32-true"
+        if bf16 is None:
+            bf16 = _bf16_native() if cuda else device == "cpu" and cpu_bf16_native()
+        precision = "bf16-mixed" if bf16 and device in ("cuda", "cpu") else "32-true"
+    long_run = steps < 0 or steps >= COMPILE_MIN_STEPS
     return SpeedSettings(
         precision=precision,
         benchmark=_flag("trainer.benchmark", benchmark, cuda and not deterministic),
         channels_last=_flag("speed.channels_last", channels_last, cuda),
         fused=_flag("optimizer.fused", fused, cuda),
         pin_memory=_flag("data.pin_memory", pin_memory, cuda),
+        compile=_flag("speed.compile", compile, device == "cpu" and long_run and compiler_available()),
     )
 
 
@@ -113,6 +157,49 @@ def _keep_implementation_flags(optimizer: torch.optim.Optimizer, state_dict: dic
     return {**state_dict, "param_groups": groups}
 
 
+class CompileOrEager:
+    """Calls ``torch.compile(module)``; if compiling fails on the first call, warns and runs eagerly.
+
+    The compiled wrapper is kept outside the module tree, so parameter names, ``state_dict`` keys and
+    exports are those of the plain module. Compilation happens on the first call (TorchInductor needs
+    a working C++ compiler on the CPU); an error there, for any reason, switches to eager execution
+    for the rest of the run instead of ending it. A genuine error of the module shows up again eagerly.
+    """
+
+    def __init__(self, module: nn.Module, backend: str | Callable[..., Any], what: str) -> None:
+        self.module = module
+        self.what = what
+        self._checked = False
+        self._compiled: Callable[..., Any] | None = None
+        try:
+            self._compiled = torch.compile(module, backend=backend)
+        except Exception as exc:  # noqa: BLE001 - an unknown backend, or no compiler support at all
+            self._fall_back(exc)
+
+    def _fall_back(self, exc: Exception) -> None:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        log.warning("torch.compile of the %s failed (%s); continuing without compiling it", self.what, reason)
+        self._compiled = None
+
+    @property
+    def compiled(self) -> bool:
+        """False once a failed compilation switched this call to eager execution."""
+        return self._compiled is not None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self._compiled is None:
+            return self.module(*args, **kwargs)
+        if self._checked:
+            return self._compiled(*args, **kwargs)
+        try:
+            out = self._compiled(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - any compiler failure falls back to eager
+            self._fall_back(exc)
+            return self.module(*args, **kwargs)
+        self._checked = True
+        return out
+
+
 class StyleTransferModule(pl.LightningModule):
     """Trains ``net`` to minimise ``loss(net(x), x)`` on content photos ``x``.
 
@@ -120,8 +207,8 @@ class StyleTransferModule(pl.LightningModule):
     config on every run, so checkpoints stay small and never carry VGG weights.
 
     ``channels_last`` puts both networks and every batch in channels-last memory format;
-    ``compile_net`` and ``compile_loss`` compile them in place with ``torch.compile`` (the module
-    keeps its class and its ``state_dict`` keys, so checkpoints and exports do not change).
+    ``compile_net`` and ``compile_loss`` run them through ``torch.compile`` (``CompileOrEager``); the
+    modules themselves are untouched, so checkpoints and exports do not change.
     """
 
     def __init__(
@@ -132,6 +219,7 @@ class StyleTransferModule(pl.LightningModule):
         scheduler: SchedulerFactory | None = None,
         log_images_every_n_steps: int = 200,
         style_name: str = "",
+        style_info: dict[str, Any] | None = None,
         run_config: dict[str, Any] | None = None,
         channels_last: bool = False,
         compile_net: bool = False,
@@ -143,16 +231,19 @@ class StyleTransferModule(pl.LightningModule):
         if channels_last:
             net.to(memory_format=torch.channels_last)
             loss.to(memory_format=torch.channels_last)
+        # Kept in a dict: a module assigned as an attribute would join the state_dict a second time.
+        self._compiled: dict[str, CompileOrEager] = {}
         if compile_net:
-            net.compile(backend=compile_backend)
+            self._compiled["net"] = CompileOrEager(net, compile_backend, "transform network")
         if compile_loss:
-            loss.compile(backend=compile_backend)
+            self._compiled["loss"] = CompileOrEager(loss, compile_backend, "perceptual loss")
         self.net = net
         self.loss_fn = loss
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.log_images_every_n_steps = log_images_every_n_steps
         self.style_name = style_name
+        self.style_info = dict(style_info or {})
         self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler"])
         self._bad_indices: set[int] = set()
         self._samples: torch.Tensor | None = None
@@ -168,7 +259,9 @@ class StyleTransferModule(pl.LightningModule):
             return None  # every image of this batch was unreadable: skip the step
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        terms = self.loss_fn(self.net(images), images)
+        net = self._compiled.get("net", self.net)
+        loss = self._compiled.get("loss", self.loss_fn)
+        terms = loss(net(images), images)
         total = terms["total"]
         if not torch.isfinite(total):
             detail = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
@@ -259,12 +352,5 @@ class StyleTransferModule(pl.LightningModule):
         checkpoint["fast_style"] = {
             "model": model_config(self.net),
             "style_name": self.style_name,
-            "loss": {
-                "network": getattr(self.loss_fn.encoder, "network", None),
-                "content_layers": self.loss_fn.content_layers,
-                "style_layers": self.loss_fn.style_layers,
-                "content_weight": self.loss_fn.content_weight,
-                "style_weight": self.loss_fn.style_weight,
-                "tv_weight": self.loss_fn.tv_weight,
-            },
+            "loss": {**self.loss_fn.settings(), **self.style_info},
         }

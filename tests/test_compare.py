@@ -156,10 +156,26 @@ def test_cli_writes_the_figure_and_prints_the_table(tmp_path, style_path, capsys
         assert (run / name).is_file(), name
     assert "| feed-forward |" in out and "| optimization | 2 |" in out
     markdown = (run / "compare.md").read_text()
-    assert "vgg16 (weights: none)" in markdown
-    # The model's metadata says it was trained on another loss network: the report says so.
-    assert "network vgg16_bn (model) vs vgg16 (here)" in markdown
+    # The model records its training loss: compare measures with it, so nothing differs.
+    assert "vgg16_bn (weights: none)" in markdown and "x 100000.0" in markdown
+    assert "trained with another loss" not in markdown
     assert Image.open(run / "optimized.png").size == (32, 24)
+
+
+def test_cli_reports_loss_settings_given_that_differ_from_the_models(tmp_path, style_path):
+    content_path = tmp_path / "photo.png"
+    random_image((64, 48), 4).save(content_path)
+    model = write_model(tmp_path, loss={"network": "vgg16_bn", "style_weight": 1e5, "style_size": 40})
+    code = run_cli(
+        tmp_path, f"content_image={content_path}", f"style_image={style_path}", f"model={model}",
+        "image_size=32", "steps=[1]", "repeats=1", "figure_tile=32", "loss.network=vgg16", "style_size=24",
+    )
+    assert code == 0
+    markdown = (tmp_path / "run" / "compare.md").read_text()
+    assert "vgg16 (weights: none)" in markdown
+    assert "network vgg16_bn (model) vs vgg16 (here)" in markdown
+    assert "style_size 40 (model) vs 24 (here)" in markdown
+    assert "style_weight" not in markdown.split("trained with another loss")[1]  # adopted, not reported
 
 
 def test_cli_refuses_to_overwrite_results(tmp_path, style_path, model_path, capsys):

@@ -287,3 +287,83 @@ def test_cli_reports_missing_imagenet_weights_without_traceback(tmp_path, image_
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("fast-style train: error: ImageNet weights for vgg16")
     assert "vgg16-397923af.pth" in last and "loss.weights=<path" in last
+
+
+# -- balanced ("auto") layer weights --------------------------------------------------------------------
+class _ScaledEncoder(nn.Module):
+    """Wraps an encoder and multiplies each layer's activations by its own constant."""
+
+    def __init__(self, encoder: nn.Module, scales: dict[str, float]) -> None:
+        super().__init__()
+        self.encoder, self.scales = encoder, scales
+
+    def forward(self, images, layers=None):
+        return {k: v * self.scales[k] for k, v in self.encoder(images, layers).items()}
+
+
+def test_auto_layer_weights_do_not_depend_on_activation_scales():
+    torch.manual_seed(0)
+    encoder = VGGFeatures(["relu1_2", "relu2_2"], network="vgg16", weights="none")
+    x, c, s = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32), torch.rand(1, 3, 40, 40)
+    layers = (["relu2_2"], ["relu1_2", "relu2_2"])
+    plain = PerceptualLoss(encoder, *layers)
+    scaled = PerceptualLoss(_ScaledEncoder(encoder, {"relu1_2": 1e3, "relu2_2": 1e-2}), *layers)
+    raw = PerceptualLoss(_ScaledEncoder(encoder, {"relu1_2": 1e3, "relu2_2": 1e-2}), *layers, None,
+                         content_layer_weights=None)
+    for loss in (plain, scaled, raw):
+        loss.set_style_image(s)
+    a, b, r = plain.raw_terms(x, c), scaled.raw_terms(x, c), raw.raw_terms(x, c)
+    assert b["style"].item() == pytest.approx(a["style"].item(), rel=1e-4)
+    assert b["content"].item() == pytest.approx(a["content"].item(), rel=1e-4)
+    assert r["style"].item() > 1e3 * a["style"].item()  # raw errors follow the scales
+
+
+def test_auto_style_weights_are_the_inverse_gram_energy_per_layer():
+    torch.manual_seed(0)
+    encoder = VGGFeatures(["relu1_2", "relu2_2"], network="vgg16", weights="none")
+    loss = PerceptualLoss(encoder, [], ["relu1_2", "relu2_2"])
+    s, x = torch.rand(1, 3, 40, 40), torch.rand(1, 3, 32, 32)
+    loss.set_style_image(s)
+    for name in loss.style_layers:
+        gram = getattr(loss, f"style_gram_{name}")
+        assert loss.style_layer_weights[name] == pytest.approx(1 / (2 * gram.pow(2).mean().item()), rel=1e-5)
+    feats = encoder(x)
+    expected = sum(
+        ((gram_matrix(feats[n]) - getattr(loss, f"style_gram_{n}")) ** 2).mean()
+        / (2 * getattr(loss, f"style_gram_{n}").pow(2).mean())
+        for n in loss.style_layers
+    )
+    assert loss.raw_terms(x)["style"].item() == pytest.approx(expected.item(), rel=1e-5)
+    # A photo against a painting-like target is an error of order one at every layer, not 1e-13.
+    assert 1e-3 < loss.raw_terms(torch.zeros(1, 3, 32, 32) + 0.5)["style"].item() < 10
+
+
+def test_auto_content_weight_is_the_relative_feature_error():
+    torch.manual_seed(0)
+    encoder = VGGFeatures(["relu2_2"], network="vgg16", weights="none")
+    loss = PerceptualLoss(encoder, ["relu2_2"], [])
+    x, c = torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32)
+    fx, fc = encoder(x)["relu2_2"], encoder(c)["relu2_2"]
+    expected = ((fx - fc) ** 2).mean() / (fc**2).mean()
+    assert loss.raw_terms(x, c)["content"].item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_layer_weights_reject_words_other_than_auto():
+    encoder = VGGFeatures(["relu1_2"], network="vgg16", weights="none")
+    with pytest.raises(FastStyleError, match="'auto', null or one number per layer"):
+        PerceptualLoss(encoder, [], ["relu1_2"], "balanced")
+
+
+def test_settings_record_everything_that_defines_the_loss(tmp_path):
+    path, _ = _features_file(tmp_path, upto=10)
+    loss = build_perceptual_loss("vgg16", path, ["relu2_2"], ["relu1_2", "relu2_2"], style_weight=7.0)
+    loss.set_style_image(torch.rand(1, 3, 32, 32))
+    info = loss.settings()
+    assert info["network"] == "vgg16" and info["weights"] == "file" and info["weights_file"] == path.name
+    import hashlib
+
+    assert info["weights_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert info["style_layer_weights"] == "auto" and info["content_layer_weights"] == "auto"
+    assert info["resolved_style_layer_weights"] == [loss.style_layer_weights[n] for n in loss.style_layers]
+    assert info["style_weight"] == 7.0 and info["style_layers"] == ["relu1_2", "relu2_2"]
+    assert str(tmp_path) not in repr(info)  # names and hashes only, never a path of this machine

@@ -78,6 +78,39 @@ def test_each_optimizer_lowers_the_total_loss(optimizer, content, style):
     assert evaluate_image(loss, result.image)["total"] == pytest.approx(last, rel=1e-5)
 
 
+@pytest.mark.parametrize("style_weight", [100.0, 1e4])
+def test_default_lbfgs_never_raises_the_loss_and_evaluates_once_a_step(content, style, style_weight):
+    loss = tiny_loss(style_weight=style_weight, tv_weight=0.1)
+    result = optimize_image(loss, content, style, steps=60, init="noise", seed=3)
+    totals = [h["total"] for h in result.history]
+    rises = [(i, a, b) for i, (a, b) in enumerate(zip(totals, totals[1:])) if b > a * (1 + 1e-6)]
+    assert not rises, rises
+    assert totals[-1] < 0.01 * totals[0]
+    # The line search's accepted point is not evaluated again at the start of the next step.
+    assert result.evaluations <= 1.25 * 60, result.evaluations
+
+
+def test_blind_lbfgs_steps_can_raise_the_loss_where_the_default_does_not(content, style):
+    from functools import partial
+
+    blind = partial(torch.optim.LBFGS, lr=1.0, max_iter=1, history_size=100, tolerance_grad=0.0, tolerance_change=0.0)
+    loss = tiny_loss(style_weight=1e4, tv_weight=0.1)
+    result = optimize_image(loss, content, style, steps=60, optimizer=blind, init="noise", seed=3)
+    totals = [h["total"] for h in result.history]
+    assert any(b > a * (1 + 1e-6) for a, b in zip(totals, totals[1:]))  # what the line search prevents
+
+
+def test_stop_at_total_ends_the_run_once_the_total_is_reached(content, style):
+    loss = tiny_loss()
+    loss.set_style_image(style)
+    loss.set_content_image(content)
+    full = optimize_pixels(loss, content, 30)
+    target = full.history[10]["total"]
+    early = optimize_pixels(loss, content, 30, stop_at_total=target)
+    assert early.steps == 11 and len(early.history) == 12
+    assert early.history[10]["total"] == pytest.approx(target, rel=1e-6)
+
+
 def test_pixels_stay_in_range_even_with_a_large_step(content, style):
     loss = tiny_loss()
     adam = lambda params: torch.optim.Adam(params, lr=0.8)  # noqa: E731

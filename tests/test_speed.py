@@ -15,10 +15,60 @@ pytestmark = pytest.mark.filterwarnings("ignore:loss.weights=none", "ignore::Use
 
 
 # -- resolving "auto" ---------------------------------------------------------------------------------
-def test_auto_on_cpu_is_plain_fp32_with_every_option_off():
-    assert resolve_speed_settings("cpu") == SpeedSettings(
+def test_auto_on_a_cpu_without_native_bf16_is_plain_fp32_with_every_option_off():
+    assert resolve_speed_settings("cpu", bf16=False) == SpeedSettings(
         precision="32-true", benchmark=False, channels_last=False, fused=False, pin_memory=False
     )
+
+
+def test_auto_on_a_cpu_with_native_bf16_trains_in_bf16_mixed_precision():
+    settings = resolve_speed_settings("cpu", bf16=True)
+    assert settings.precision == "bf16-mixed"
+    assert not (settings.benchmark or settings.channels_last or settings.fused or settings.pin_memory)
+
+
+def test_cpu_bf16_detection_reads_the_cpu_flags(monkeypatch, tmp_path):
+    import builtins
+
+    from fast_style import training
+
+    real_open = builtins.open
+    for flags, expected in [("fpu sse2 avx512f avx512_bf16", True), ("fpu amx_tile amx_bf16", True), ("fpu avx2", False)]:
+        info = tmp_path / "cpuinfo"
+        info.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+        monkeypatch.setattr(
+            builtins, "open", lambda path, *a, _info=info, **k: real_open(_info if path == "/proc/cpuinfo" else path, *a, **k)
+        )
+        assert training.cpu_bf16_native() is expected, flags
+        assert (resolve_speed_settings("cpu").precision == "bf16-mixed") is expected
+
+
+def test_compile_auto_is_on_for_long_cpu_runs_with_a_compiler(monkeypatch):
+    from fast_style import training
+
+    monkeypatch.setattr(training, "compiler_available", lambda: True)
+    assert resolve_speed_settings("cpu", compile="auto", steps=-1).compile  # epoch-bounded: long
+    assert resolve_speed_settings("cpu", compile="auto", steps=training.COMPILE_MIN_STEPS).compile
+    assert not resolve_speed_settings("cpu", compile="auto", steps=training.COMPILE_MIN_STEPS - 1).compile
+    assert not resolve_speed_settings("cuda", compile="auto", steps=-1, bf16=True).compile
+    assert resolve_speed_settings("cpu", compile=True, steps=3).compile  # explicit wins
+    monkeypatch.setattr(training, "compiler_available", lambda: False)
+    assert not resolve_speed_settings("cpu", compile="auto", steps=-1).compile
+
+
+def test_a_failing_compilation_falls_back_to_eager(caplog):
+    from fast_style.training import CompileOrEager
+
+    def broken_compiler(graph, example_inputs):
+        raise RuntimeError("no C++ compiler here")
+
+    net = torch.nn.Linear(3, 2)
+    call = CompileOrEager(net, backend=broken_compiler, what="test network")
+    x = torch.randn(4, 3)
+    with caplog.at_level("WARNING", logger="fast_style.training"):
+        out = call(x)
+    torch.testing.assert_close(out, net(x))
+    assert not call.compiled and "torch.compile of the test network failed" in caplog.text
 
 
 def test_auto_on_cuda_turns_every_option_on():
@@ -46,7 +96,7 @@ def test_explicit_values_win_over_the_device_defaults():
     assert on_cuda == SpeedSettings("16-mixed", False, False, False, False)
     on_cpu = resolve_speed_settings("cpu", precision="bf16-mixed", channels_last=True, fused=True, pin_memory="AUTO")
     assert on_cpu == SpeedSettings("bf16-mixed", False, True, True, False)
-    assert resolve_speed_settings("cpu", precision=None, benchmark=None).precision == "32-true"
+    assert resolve_speed_settings("cpu", precision=None, benchmark=None, bf16=False).precision == "32-true"
 
 
 def test_a_value_that_is_neither_auto_nor_a_bool_is_a_clear_error():
@@ -81,11 +131,12 @@ def test_cli_writes_the_resolved_values_into_the_config():
         cfg = compose("train", overrides=["style_image=s.jpg", "trainer.accelerator=cpu"])
     assert cfg.trainer.precision == "auto" and cfg.speed.channels_last == "auto"
     assert cfg.optimizer.fused == "auto" and cfg.data.pin_memory == "auto" and cfg.trainer.benchmark == "auto"
-    assert cfg.speed.compile is False and cfg.speed.compile_backend == "inductor"
+    assert cfg.speed.compile == "auto" and cfg.speed.compile_backend == "inductor"
 
     speed = _resolve_speed(cfg)
-    assert speed == resolve_speed_settings("cpu")
-    assert cfg.trainer.precision == "32-true" and cfg.trainer.benchmark is False
+    assert speed == resolve_speed_settings("cpu", compile="auto", steps=-1)
+    assert cfg.trainer.precision == speed.precision and cfg.trainer.benchmark is False
+    assert cfg.speed.compile is speed.compile and cfg.speed.compile_loss is speed.compile
     assert cfg.speed.channels_last is False and cfg.data.pin_memory is False
     assert cfg.optimizer.fused is None  # Adam's own default, which keeps its foreach kernels
 
@@ -137,8 +188,9 @@ def _losses(run: Path) -> list[float]:
 
 def test_channels_last_training_matches_the_default_layout(tmp_path, image_folder, style_path, one_thread):
     plain, fast = tmp_path / "plain", tmp_path / "fast"
-    assert train(plain, image_folder, style_path, "trainer.max_steps=3") == 0
-    assert train(fast, image_folder, style_path, "trainer.max_steps=3", "speed.channels_last=true") == 0
+    fp32 = "trainer.precision=32-true"  # the layouts agree to 1e-4 in float32; bf16 rounds differently
+    assert train(plain, image_folder, style_path, "trainer.max_steps=3", fp32) == 0
+    assert train(fast, image_folder, style_path, "trainer.max_steps=3", "speed.channels_last=true", fp32) == 0
     assert _losses(fast) == pytest.approx(_losses(plain), rel=1e-4)
 
     ckpt = torch.load(fast / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
@@ -153,8 +205,8 @@ def test_compiled_training_saves_plain_checkpoints_that_export(tmp_path, image_f
     from fast_style.inference import Stylizer
 
     plain, compiled = tmp_path / "plain", tmp_path / "compiled"
-    assert train(plain, image_folder, style_path, "trainer.max_steps=2") == 0
-    compile_both = ("speed.compile=true", "speed.compile_loss=true")  # default backend: inductor
+    assert train(plain, image_folder, style_path, "trainer.max_steps=2", "trainer.precision=32-true") == 0
+    compile_both = ("speed.compile=true", "speed.compile_loss=true", "trainer.precision=32-true")  # inductor
     assert train(compiled, image_folder, style_path, "trainer.max_steps=2", *compile_both) == 0
     assert _losses(compiled) == pytest.approx(_losses(plain), rel=1e-3)
 

@@ -15,7 +15,7 @@ from fast_style.cli.hydra_app import run_hydra_task
 from fast_style.cli.optimize import load_styles, pixel_optimizer_settings, style_paths
 from fast_style.errors import FastStyleError
 
-__all__ = ["checkpoint_steps", "compare", "loss_mismatches", "main", "translate_args"]
+__all__ = ["adopt_model_loss", "checkpoint_steps", "compare", "main", "translate_args"]
 
 log = logging.getLogger("fast_style.compare")
 
@@ -32,22 +32,49 @@ def checkpoint_steps(value: Any) -> list[int]:
     return steps
 
 
-def loss_mismatches(trained: dict[str, Any], loss_cfg: DictConfig) -> list[str]:
-    """Settings where the model's training loss (from its metadata) differs from the measuring loss."""
-    differences = []
-    for key in ("network", "content_layers", "style_layers", "content_weight", "style_weight", "tv_weight"):
-        if key not in trained or key not in loss_cfg:
-            continue
-        ours = loss_cfg[key]
-        ours = list(ours) if isinstance(ours, ListConfig) else ours
-        theirs = trained[key]
-        if isinstance(theirs, (int, float)) and isinstance(ours, (int, float)):
-            same = math.isclose(float(theirs), float(ours), rel_tol=1e-6)
-        else:
-            same = theirs == ours
-        if not same:
-            differences.append(f"{key} {theirs} (model) vs {ours} (here)")
-    return differences
+def _overridden(prefix: str) -> set[str]:
+    """Keys under ``prefix`` (e.g. ``loss``; ``""``: all) that the command line set, from Hydra's overrides."""
+    from hydra.core.hydra_config import HydraConfig
+
+    keys = set()
+    for item in HydraConfig.get().overrides.task:
+        key = item.split("=", 1)[0].lstrip("+~")
+        if not prefix:
+            keys.add(key)
+        elif key.startswith(prefix + "."):
+            keys.add(key[len(prefix) + 1 :])
+    return keys
+
+
+def adopt_model_loss(cfg: DictConfig, recorded: dict[str, Any], overridden: set[str]) -> list[str]:
+    """Set every ``cfg.loss`` key the command line left alone to the model's training loss.
+
+    Returns the differences that remain (settings given on the command line that differ from the
+    model's), each as ``key X (model) vs Y (here)``.
+    """
+    from omegaconf import OmegaConf, open_dict
+
+    from fast_style.trained_loss import LOSS_KEYS, differences, weights_mismatch
+
+    with open_dict(cfg):
+        for key in LOSS_KEYS:
+            if key in recorded and key not in overridden:
+                cfg.loss[key] = recorded[key]
+        kind = str(recorded.get("weights", "")).lower()
+        if "weights" not in overridden and kind in ("imagenet", "none"):
+            cfg.loss.weights = kind
+    current = OmegaConf.to_container(cfg.loss, resolve=True)
+    assert isinstance(current, dict)
+    found = differences(recorded, current)
+    if kind == "file" and "weights" not in overridden:
+        raise FastStyleError(
+            f"the model was trained with the loss-network weights file {recorded.get('weights_file', '?')} "
+            f"(sha256 {str(recorded.get('weights_sha256', '?'))[:12]}...): pass loss.weights=PATH to it"
+        )
+    problem = weights_mismatch(recorded, str(cfg.loss.weights))
+    if problem:
+        found.append(problem)
+    return found
 
 
 def compare(cfg: DictConfig) -> Path:
@@ -59,6 +86,7 @@ def compare(cfg: DictConfig) -> Path:
     from fast_style.images import load_image_tensor
     from fast_style.inference import Stylizer
     from fast_style.optimize import INITS, resolve_device
+    from fast_style.trained_loss import recorded_loss
 
     # Cheap checks first: files, settings and the model, before the loss network loads.
     out_dir = Path(cfg.output_dir).expanduser()
@@ -79,9 +107,20 @@ def compare(cfg: DictConfig) -> Path:
     content = load_image_tensor(cfg.content_image, cfg.image_size)
     paths = style_paths(cfg.style_image)
     blend = list(cfg.style_blend) if cfg.style_blend is not None else None
-    styles = load_styles(paths, math.ceil(float(cfg.style_scale) * max(content.shape[-2:])), blend)
-    trained = (stylizer.metadata.get("training") or {}).get("loss") or {}
-    differences = loss_mismatches(trained, cfg.loss)
+    recorded = recorded_loss(stylizer.metadata)
+    top_level = _overridden("")
+    style_size = cfg.get("style_size")
+    if style_size is None and recorded.get("style_size") and "style_scale" not in top_level:
+        style_size = int(recorded["style_size"])  # the model's style target, unless style_scale was given
+    if style_size is None:
+        style_size = math.ceil(float(cfg.style_scale) * max(content.shape[-2:]))
+    styles = load_styles(paths, int(style_size), blend)
+    differences = adopt_model_loss(cfg, recorded, _overridden("loss")) if recorded else []
+    trained_style = recorded.get("style_image")
+    if trained_style and [Path(p).name for p in paths] != [trained_style]:
+        differences.append(f"style image {trained_style} (model) vs {', '.join(Path(p).name for p in paths)} (here)")
+    if recorded.get("style_size") and int(recorded["style_size"]) != max(styles[0].shape[-2:]):
+        differences.append(f"style_size {recorded['style_size']} (model) vs {max(styles[0].shape[-2:])} (here)")
     if differences:
         log.warning("the model was trained with another loss than the one measuring here: %s", "; ".join(differences))
     settings = pixel_optimizer_settings(cfg)

@@ -52,12 +52,17 @@ def _resolve_speed(cfg: DictConfig) -> SpeedSettings:
         fused=cfg.optimizer.get("fused", False),
         pin_memory=cfg.data.get("pin_memory", "auto"),
         deterministic=bool(cfg.trainer.get("deterministic", False)),
+        compile=cfg.speed.compile,
+        steps=int(cfg.trainer.get("max_steps", -1) or -1),
     )
     with open_dict(cfg):
         cfg.trainer.precision = speed.precision
         cfg.trainer.benchmark = speed.benchmark
         cfg.speed.channels_last = speed.channels_last
         cfg.data.pin_memory = speed.pin_memory
+        cfg.speed.compile = speed.compile
+        if cfg.speed.compile_loss is None or str(cfg.speed.compile_loss).lower() == "auto":
+            cfg.speed.compile_loss = speed.compile
         if "fused" in cfg.optimizer:
             # None, not False: Adam(fused=False) would also switch off its default foreach kernels.
             cfg.optimizer.fused = True if speed.fused else None
@@ -93,6 +98,7 @@ def train(cfg: DictConfig) -> Path:
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         log_images_every_n_steps=cfg.log_images_every_n_steps,
         style_name=Path(cfg.style_image).stem,
+        style_info={"style_image": Path(cfg.style_image).name, "style_size": int(max(style.shape[-2:]))},
         run_config=OmegaConf.to_container(cfg, resolve=True),
         channels_last=speed.channels_last,
         compile_net=cfg.speed.compile,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -10,8 +11,45 @@ from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
 from fast_style.errors import FastStyleError
+from fast_style.losses.vgg import weights_file_identity
 
-__all__ = ["PerceptualLoss", "gram_matrix", "total_variation"]
+__all__ = ["AUTO", "LayerWeights", "PerceptualLoss", "energy", "gram_matrix", "total_variation"]
+
+
+AUTO = "auto"
+LayerWeights = Sequence[float] | Mapping[str, float] | str | None
+
+# Keeps an all-zero target (a flat black style image) from dividing by zero.
+_ENERGY_FLOOR = 1e-30
+
+
+def _is_auto(weights: LayerWeights) -> bool:
+    if isinstance(weights, str):
+        if weights.lower() != AUTO:
+            raise FastStyleError(f"layer weights must be 'auto', null or one number per layer, got {weights!r}")
+        return True
+    return False
+
+
+def _layer_weights(what: str, weights: LayerWeights, layers: Sequence[str]) -> dict[str, float]:
+    """Explicit per-layer weights as a dict; ``None`` means 1 for every layer."""
+    if weights is None:
+        return {name: 1.0 for name in layers}
+    if isinstance(weights, Mapping):
+        unknown = set(weights) - set(layers)
+        if unknown:
+            raise FastStyleError(f"{what} names layers that are not among them: {sorted(unknown)}")
+        return {name: float(weights.get(name, 1.0)) for name in layers}
+    values = list(weights)  # type: ignore[arg-type]
+    if len(values) != len(layers):
+        raise FastStyleError(f"{what} has {len(values)} values for {len(layers)} layers")
+    return {name: float(w) for name, w in zip(layers, values)}
+
+
+def energy(tensor: torch.Tensor) -> torch.Tensor:
+    """Mean square of a target (a Gram matrix or feature map): the scale its error is measured against."""
+    return tensor.detach().float().pow(2).mean().clamp_min(_ENERGY_FLOOR)
+
 
 
 class _Gram(torch.autograd.Function):
@@ -67,6 +105,13 @@ class PerceptualLoss(nn.Module):
     does). Style targets are Gram matrices of batch size 1, computed once by ``set_style_image`` and
     broadcast over any batch. Content targets come either from the ``content`` argument of ``forward``
     (feed-forward training) or from ``set_content_image`` (per-image optimization).
+
+    Layer weights ``"auto"`` (the default) make every layer count whatever the encoder's activation
+    scales: a style layer's Gram error is divided by the energy (mean square) of its target Gram
+    matrix, a content layer's feature error by the energy of its target features, and each sum by its
+    number of layers. Each term is then a relative squared error, about 0.1 to 1 for a photo against
+    a painting at every layer, so ``style_weight`` and ``content_weight`` mean the same for VGG16,
+    VGG16-BN or VGG19. Explicit weights (or ``None``, all 1) multiply the raw errors instead.
     """
 
     def __init__(
@@ -74,10 +119,11 @@ class PerceptualLoss(nn.Module):
         encoder: nn.Module,
         content_layers: Sequence[str] = ("relu2_2",),
         style_layers: Sequence[str] = ("relu1_2", "relu2_2", "relu3_3", "relu4_3"),
-        style_layer_weights: Sequence[float] | Mapping[str, float] | None = None,
+        style_layer_weights: LayerWeights = AUTO,
         content_weight: float = 1.0,
         style_weight: float = 1.0,
         tv_weight: float = 0.0,
+        content_layer_weights: LayerWeights = AUTO,
     ) -> None:
         super().__init__()
         self.encoder = encoder
@@ -85,26 +131,18 @@ class PerceptualLoss(nn.Module):
         self.style_layers = list(style_layers)
         if not self.content_layers and not self.style_layers:
             raise FastStyleError("the perceptual loss needs at least one content or style layer")
-        self.style_layer_weights = self._layer_weights(style_layer_weights)
+        self.style_auto = _is_auto(style_layer_weights)
+        self.content_auto = _is_auto(content_layer_weights)
+        self.style_layer_weights = _layer_weights(
+            "style_layer_weights", None if self.style_auto else style_layer_weights, self.style_layers
+        )
+        self.content_layer_weights = _layer_weights(
+            "content_layer_weights", None if self.content_auto else content_layer_weights, self.content_layers
+        )
         self.content_weight = float(content_weight)
         self.style_weight = float(style_weight)
         self.tv_weight = float(tv_weight)
         self._content_targets: dict[str, torch.Tensor] = {}
-
-    def _layer_weights(self, weights: Sequence[float] | Mapping[str, float] | None) -> dict[str, float]:
-        if weights is None:
-            return {name: 1.0 for name in self.style_layers}
-        if isinstance(weights, Mapping):
-            unknown = set(weights) - set(self.style_layers)
-            if unknown:
-                raise FastStyleError(f"style_layer_weights names layers that are not style layers: {sorted(unknown)}")
-            return {name: float(weights.get(name, 1.0)) for name in self.style_layers}
-        weights = list(weights)
-        if len(weights) != len(self.style_layers):
-            raise FastStyleError(
-                f"style_layer_weights has {len(weights)} values for {len(self.style_layers)} style layers"
-            )
-        return {name: float(w) for name, w in zip(self.style_layers, weights)}
 
     @property
     def has_style(self) -> bool:
@@ -135,6 +173,9 @@ class PerceptualLoss(nn.Module):
                 grams[name] = grams[name] + g if name in grams else g
         for name, g in grams.items():
             self.register_buffer(f"style_gram_{name}", g.detach(), persistent=False)
+        if self.style_auto:
+            n = len(self.style_layers)
+            self.style_layer_weights = {name: 1.0 / (n * energy(grams[name]).item()) for name in self.style_layers}
 
     @torch.no_grad()
     def set_content_image(self, image: torch.Tensor) -> None:
@@ -152,7 +193,8 @@ class PerceptualLoss(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """Unweighted ``content``, ``style`` and ``tv`` terms for ``images`` in [0, 1].
 
-        ``style`` already includes the per-layer weights; ``tv`` is zero unless ``tv`` is true.
+        ``content`` and ``style`` already include the per-layer weights; ``tv`` is zero unless ``tv``
+        is true.
         """
         if self.style_layers and not self.has_style:
             raise RuntimeError("call set_style_image before computing the loss")
@@ -170,9 +212,12 @@ class PerceptualLoss(nn.Module):
                 raise RuntimeError("pass content images or call set_content_image first")
             for name in self.content_layers:
                 target = targets[name]
+                weight = self.content_layer_weights[name]
+                if self.content_auto:
+                    weight = 1.0 / (len(self.content_layers) * energy(target))
                 if target.shape[0] != feats[name].shape[0]:
                     target = target.expand_as(feats[name])
-                content_loss = content_loss + F.mse_loss(feats[name], target)
+                content_loss = content_loss + weight * F.mse_loss(feats[name], target)
 
         style_loss = zero
         for name in self.style_layers:
@@ -182,6 +227,29 @@ class PerceptualLoss(nn.Module):
 
         tv_loss = total_variation(images) if tv else zero
         return {"content": content_loss, "style": style_loss, "tv": tv_loss}
+
+    def settings(self) -> dict[str, Any]:
+        """What defines this loss, as plain JSON-able values: recorded with models trained on it.
+
+        Layer weights are ``"auto"`` or the explicit numbers; ``resolved_style_layer_weights`` holds
+        the numbers auto weighting computed from the current style targets.
+        """
+        encoder_weights = str(getattr(self.encoder, "weights", ""))
+        kind = encoder_weights.lower() if encoder_weights.lower() in ("imagenet", "none", "") else "file"
+        info: dict[str, Any] = {
+            "network": getattr(self.encoder, "network", None),
+            "weights": kind,
+            "content_layers": list(self.content_layers),
+            "style_layers": list(self.style_layers),
+            "content_layer_weights": AUTO if self.content_auto else list(self.content_layer_weights.values()),
+            "style_layer_weights": AUTO if self.style_auto else list(self.style_layer_weights.values()),
+            "resolved_style_layer_weights": list(self.style_layer_weights.values()),
+            "content_weight": self.content_weight,
+            "style_weight": self.style_weight,
+            "tv_weight": self.tv_weight,
+        }
+        info.update(weights_file_identity(encoder_weights))
+        return info
 
     def weigh(self, raw: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Apply the content, style and TV weights to ``raw_terms`` output and add their ``total``."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import warnings
 from collections.abc import Iterable, Mapping
@@ -171,6 +173,28 @@ def load_vgg_features(network: str, weights: str | os.PathLike[str] | None, last
     return features
 
 
+@functools.lru_cache(maxsize=8)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def weights_file_identity(weights: str) -> dict[str, str]:
+    """``weights_file`` (the name) and ``weights_sha256`` of a weights path; empty for imagenet/none."""
+    if weights.lower() in ("imagenet", "none", ""):
+        return {}
+    path = Path(weights).expanduser()
+    try:
+        stat = path.stat()
+        digest = _sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    except OSError:
+        return {"weights_file": path.name}
+    return {"weights_file": path.name, "weights_sha256": digest}
+
+
 class VGGFeatures(nn.Module):
     """Frozen VGG that maps [0, 1] RGB images to a dict of named ReLU activations.
 
@@ -197,6 +221,7 @@ class VGGFeatures(nn.Module):
                 f"unknown {network} layer(s) {bad}; available: {', '.join(index_map)}"
             )
         self.network = network
+        self.weights = "none" if weights is None else str(weights)
         self.indices = {name: index_map[name] for name in self.layers}
         self.features = fold_batch_norms(load_vgg_features(network, weights, max(self.indices.values())))
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)

@@ -1,0 +1,102 @@
+"""Scores outside the loss, the loss recorded with a model, and the quality benchmark on tiny inputs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from fast_style.errors import FastStyleError
+from fast_style.metrics import color_distance, color_histogram, luminance_ssim
+from fast_style.trained_loss import differences, loss_arguments, recorded_loss, weights_mismatch
+
+
+def test_color_histogram_counts_pixels_into_their_cells():
+    image = torch.zeros(1, 3, 2, 2)
+    image[..., 0, 0] = torch.tensor([1.0, 1.0, 1.0])  # one white pixel, three black
+    hist = color_histogram(image, bins=2)
+    assert hist.sum().item() == pytest.approx(1.0)
+    assert hist[0].item() == pytest.approx(0.75) and hist[7].item() == pytest.approx(0.25)
+
+
+def test_color_distance_is_zero_for_one_palette_and_one_for_disjoint_ones():
+    torch.manual_seed(0)
+    a = torch.rand(1, 3, 16, 16)
+    shuffled = a.flatten(2)[..., torch.randperm(256)].view(1, 3, 16, 16)  # same colours, other places
+    assert color_distance(a, shuffled) == pytest.approx(0.0, abs=1e-6)
+    dark, bright = torch.full((1, 3, 8, 8), 0.05), torch.full((1, 3, 12, 4), 0.95)
+    assert color_distance(dark, bright) == pytest.approx(1.0)
+    half = torch.cat([dark, torch.full((1, 3, 8, 8), 0.95)], dim=-1)
+    assert 0.0 < color_distance(half, bright) < 1.0
+
+
+def test_luminance_ssim_is_one_for_the_same_structure_and_low_for_noise():
+    torch.manual_seed(0)
+    ramp = torch.linspace(0, 1, 48).view(1, 1, 1, 48).expand(1, 3, 32, 48).contiguous()
+    assert luminance_ssim(ramp, ramp) == pytest.approx(1.0, abs=1e-5)
+    noise = torch.rand(1, 3, 32, 48)
+    assert luminance_ssim(noise, ramp) < 0.2
+    tinted = (ramp * torch.tensor([1.0, 0.9, 0.8]).view(1, 3, 1, 1)).clamp(0, 1)  # colour changes a little
+    assert luminance_ssim(tinted, ramp) > 0.9
+    with pytest.raises(ValueError, match="one size"):
+        luminance_ssim(ramp, noise[..., :16])
+
+
+# -- the loss a model records -----------------------------------------------------------------------
+RECORDED = {
+    "network": "vgg16_bn", "weights": "file", "weights_file": "features.pt", "weights_sha256": "0" * 64,
+    "content_layers": ["relu2_2"], "style_layers": ["relu1_2", "relu2_2"],
+    "content_layer_weights": "auto", "style_layer_weights": "auto",
+    "content_weight": 1.0, "style_weight": 10.0, "tv_weight": 0.0,
+    "style_image": "starry_night.jpg", "style_size": 256,
+}
+
+
+def test_recorded_loss_reads_the_metadata_and_fills_in_old_files():
+    assert recorded_loss({"training": {"loss": RECORDED}}) == RECORDED
+    old = recorded_loss({"training": {"loss": {"network": "vgg16", "style_weight": 1e5}}})
+    assert old["style_layer_weights"] is None and old["content_layer_weights"] is None  # raw, all ones
+    assert recorded_loss({}) == {}
+
+
+def test_differences_name_each_setting_that_differs():
+    same = dict(RECORDED, style_layers=("relu1_2", "relu2_2"), network="VGG16_BN")
+    assert differences(RECORDED, same) == []
+    other = dict(RECORDED, style_weight=20.0, style_layer_weights=None)
+    found = differences(RECORDED, other)
+    assert found == ["style_layer_weights auto (model) vs None (here)", "style_weight 10.0 (model) vs 20.0 (here)"]
+
+
+def test_weights_file_is_checked_by_hash(tmp_path):
+    path = tmp_path / "features.pt"
+    path.write_bytes(b"weights")
+    import hashlib
+
+    good = dict(RECORDED, weights_sha256=hashlib.sha256(b"weights").hexdigest())
+    assert weights_mismatch(good, str(path)) is None
+    assert "sha256" in weights_mismatch(RECORDED, str(path))
+    assert "features.pt (model) vs imagenet" in weights_mismatch(RECORDED, "imagenet")
+    assert weights_mismatch({"weights": "imagenet"}, "imagenet") is None
+    assert loss_arguments(good, str(path))["weights"] == str(path)
+    with pytest.raises(FastStyleError, match="trained with the loss-network weights file features.pt"):
+        loss_arguments(good)
+    with pytest.raises(FastStyleError, match="not the model's loss-network weights"):
+        loss_arguments(RECORDED, str(path))
+
+
+def test_training_records_the_loss_and_export_carries_it(tmp_path, image_folder, style_path):
+    from fast_style.cli.main import main
+    from fast_style.inference import Stylizer
+    from tests.test_training import train
+
+    run = tmp_path / "run"
+    assert train(run, image_folder, style_path, "trainer.max_steps=2", "loss.style_weight=3.5") == 0
+    out = tmp_path / "model.safetensors"
+    assert main(["export", str(run / "checkpoints" / "last.ckpt"), "-o", str(out)]) == 0
+    loss = recorded_loss(Stylizer.from_file(out, backend="torch").metadata)
+    assert loss["style_weight"] == 3.5 and loss["style_layer_weights"] == "auto"
+    assert loss["style_image"] == style_path.name and loss["style_size"] > 0
+    assert len(loss["resolved_style_layer_weights"]) == len(loss["style_layers"])
+    assert loss["weights"] == "none"
+    json.dumps(loss)  # plain values only
