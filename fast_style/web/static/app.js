@@ -104,16 +104,18 @@ function setPhoto(blob, name) {
   $("run").disabled = false;
   $("photo-info").textContent = name;
   const before = $("before");
+  // Stylize once the browser knows the photo's size (for the estimate), or knows it cannot show it.
   before.onload = () => {
     state.width = before.naturalWidth;
     state.height = before.naturalHeight;
     $("photo-info").textContent = `${name} · ${state.width}×${state.height}`;
+    run();
   };
   before.onerror = () => {
     $("photo-info").textContent = `${name} · this browser cannot preview it; the server may still read it`;
+    run();
   };
   before.src = state.beforeUrl;
-  run();
 }
 
 function startProgress(model) {
@@ -156,6 +158,7 @@ async function run() {
   form.append("max_size", $("size").value);
   startProgress(model);
   $("run").disabled = true;
+  $("compare").classList.add("stale");
   try {
     const response = await fetch("/api/stylize", { method: "POST", body: form, signal: controller.signal });
     if (!response.ok) {
@@ -177,6 +180,7 @@ async function run() {
   } finally {
     if (state.controller === controller) {
       state.controller = null;
+      $("compare").classList.remove("stale");
       $("run").disabled = !state.photo;
     }
   }
