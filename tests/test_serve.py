@@ -104,8 +104,12 @@ def test_page_and_its_files_are_served_from_here_only(server: str) -> None:
 
 
 def test_unknown_host_header_is_refused(server: str) -> None:
-    response = httpx.get(f"{server}/api/models", headers={"host": "evil.example"})
-    assert response.status_code == 400
+    for host in ("evil.example", "evil.example:80", "127.0.0.1.evil.example"):
+        response = httpx.get(f"{server}/api/models", headers={"host": host})
+        assert response.status_code == 400
+        assert "Host header" in error_of(response)
+    port = server.rsplit(":", 1)[1]
+    assert httpx.get(f"{server}/api/models", headers={"host": f"localhost:{port}"}).status_code == 200
 
 
 # -- the five request cases --------------------------------------------------------------------------

@@ -58,9 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     local = is_loopback(args.host)
     # On a loopback address only this machine's names are accepted in the Host header, so a web
-    # page elsewhere cannot reach the server through a DNS name that points here. (Starlette's
-    # host check cannot read bracketed IPv6 hosts, so ::1 goes without it.)
-    allowed_hosts = ["127.0.0.1", "localhost", args.host] if local and ":" not in args.host else None
+    # page elsewhere cannot reach the server through a DNS name that points here.
+    allowed_hosts = ["127.0.0.1", "localhost", "::1", args.host] if local else None
     try:
         app = create_app(
             args.models,

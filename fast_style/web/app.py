@@ -22,7 +22,6 @@ from pathlib import Path
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
@@ -54,11 +53,19 @@ _SECURITY_HEADERS = [
 log = logging.getLogger("fast_style.web")
 
 
-class _SecurityHeaders:
-    """ASGI middleware adding ``_SECURITY_HEADERS`` to every HTTP response."""
+class _Guard:
+    """ASGI middleware: refuses unlisted ``Host`` headers (JSON 400), adds ``_SECURITY_HEADERS`` to every answer."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, allowed_hosts: Sequence[str] | None = None) -> None:
         self.app = app
+        self.allowed = None if allowed_hosts is None else {h.lower() for h in allowed_hosts}
+
+    def _host_allowed(self, scope: Scope) -> bool:
+        if self.allowed is None:
+            return True
+        host = dict(scope["headers"]).get(b"host", b"").decode("latin-1").lower()
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host  # drop the port
+        return name.strip("[]") in self.allowed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -70,6 +77,10 @@ class _SecurityHeaders:
                 message = {**message, "headers": [*message.get("headers", []), *_SECURITY_HEADERS]}
             await send(message)
 
+        if not self._host_allowed(scope):
+            refusal = _error("this server answers only requests addressed to this machine (Host header)", 400)
+            await refusal(scope, receive, send_with_headers)
+            return
         await self.app(scope, receive, send_with_headers)
 
 
@@ -217,9 +228,6 @@ def create_app(
         yield
         state.close()
 
-    middleware = [Middleware(_SecurityHeaders)]
-    if allowed_hosts is not None:
-        middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts)))
     app = Starlette(
         routes=[
             Route("/", _index),
@@ -228,7 +236,7 @@ def create_app(
             Route("/api/stylize", _stylize, methods=["POST"]),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ],
-        middleware=middleware,
+        middleware=[Middleware(_Guard, allowed_hosts=allowed_hosts)],
         exception_handlers={HTTPException: _http_error, Exception: _server_error},
         lifespan=lifespan,
     )
