@@ -21,6 +21,7 @@ from PIL import Image
 
 pytest.importorskip("starlette", reason="the web extra is not installed: pip install -e '.[web]'")
 pytest.importorskip("uvicorn", reason="the web extra is not installed: pip install -e '.[web]'")
+pytest.importorskip("python_multipart", reason="the web extra is not installed: pip install -e '.[web]'")
 httpx = pytest.importorskip("httpx", reason="the dev extra is not installed: pip install -e '.[dev]'")
 
 from fast_style.cli import serve as serve_cli  # noqa: E402
@@ -177,7 +178,8 @@ def test_unknown_model_is_a_404(server: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["../checkpoints/starry_night", "/etc/passwd", "tiny_a.safetensors", "./tiny_a", "tiny_a/..", "%2e%2e/tiny_a"]
+    "name",
+    ["../checkpoints/starry_night", "/etc/passwd", "tiny_a.safetensors", "./tiny_a", "tiny_a/..", "%2e%2e/tiny_a"],
 )
 def test_path_like_model_names_are_unknown(server: str, name: str) -> None:
     response = post(server, jpeg((32, 32)), name)
@@ -339,7 +341,8 @@ def test_busy_port_is_exit_1(model_dir: Path, capsys: pytest.CaptureFixture[str]
 
 def test_command_serves_until_interrupted(model_dir: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "fast_style.cli.main", "serve", "--port", "0", "--no-shipped", "--models", str(model_dir)]
+    command = [sys.executable, "-m", "fast_style.cli.main", "serve", "--port", "0", "--no-shipped"]
+    command += ["--models", str(model_dir)]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
     try:
         assert proc.stdout is not None

@@ -35,6 +35,7 @@ pytestmark = pytest.mark.browser
 
 pytest.importorskip("starlette", reason="the web extra is not installed: pip install -e '.[web]'")
 pytest.importorskip("uvicorn", reason="the web extra is not installed: pip install -e '.[web]'")
+pytest.importorskip("python_multipart", reason="the web extra is not installed: pip install -e '.[web]'")
 if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
     pytest.skip(
         f"needs {CHROMIUM} and {CHROMEDRIVER} (apt-get install chromium chromium-driver)", allow_module_level=True

@@ -24,7 +24,9 @@ def _parser() -> argparse.ArgumentParser:
         "The same server answers scripts at POST /api/stylize and GET /api/models.",
         epilog="Exit codes: 0 stopped with Ctrl+C, 1 could not listen, 2 usage or setup error.",
     )
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)"
+    )
     parser.add_argument("--port", type=int, default=7860, help="port to listen on (default: 7860; 0 picks a free one)")
     parser.add_argument(
         "--models",
@@ -34,7 +36,9 @@ def _parser() -> argparse.ArgumentParser:
         help="folders of .safetensors models to offer besides the shipped ones",
     )
     parser.add_argument("--no-shipped", action="store_true", help="offer only the models in --models")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run (default: auto)")
+    parser.add_argument(
+        "--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run (default: auto)"
+    )
     parser.add_argument("--access-log", action="store_true", help="print one line per request")
     return parser
 
@@ -80,7 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for line in state.skipped:
         print(f"{PROG}: warning: {line}", file=sys.stderr)
     if not local:
-        print(f"{PROG}: warning: listening on {args.host}: anyone who can reach this machine can use it", file=sys.stderr)
+        warning = f"listening on {args.host}: anyone who can reach this machine can use it"
+        print(f"{PROG}: warning: {warning}", file=sys.stderr)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     print(f"{PROG}: {len(state.catalog)} models ({', '.join(state.catalog.names())})")
