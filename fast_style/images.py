@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -16,6 +19,7 @@ from fast_style.files import atomic_path
 __all__ = [
     "IMAGE_EXTENSIONS",
     "MAX_PIXELS",
+    "decode_image",
     "image_format_for",
     "image_to_tensor",
     "load_image",
@@ -37,10 +41,31 @@ MAX_PIXELS = 178_000_000
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
 
 
-def _too_large(path: Path, max_pixels: int, size: str = "") -> FastStyleError:
+def _too_large(label: str, max_pixels: int, size: str = "") -> FastStyleError:
     return FastStyleError(
-        f"{path} is {size or 'too large'}: more than the {max_pixels:,}-pixel limit (a possible decompression bomb)"
+        f"{label} is {size or 'too large'}: more than the {max_pixels:,}-pixel limit (a possible decompression bomb)"
     )
+
+
+def _read(source: Path | BinaryIO, label: str, limit: int, formats: Sequence[str] | None) -> Image.Image:
+    """Decode ``source`` fully with EXIF orientation applied; every failure is a one-line error."""
+    try:
+        with warnings.catch_warnings():
+            # Our own limit replaces Pillow's warning threshold; its hard limit still applies.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(source, formats=formats) as img:
+                if img.width * img.height > limit:
+                    raise _too_large(label, limit, f"{img.width}x{img.height}")
+                img.load()
+                return ImageOps.exif_transpose(img)
+    except FastStyleError:
+        raise
+    except Image.DecompressionBombError:
+        raise _too_large(label, limit) from None
+    except UnidentifiedImageError:
+        raise FastStyleError(f"not an image (or an unsupported format): {label}") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise FastStyleError(f"cannot read image {label}: {exc}") from None
 
 
 def open_image(path: str | os.PathLike[str], max_pixels: int | None = None) -> Image.Image:
@@ -56,23 +81,20 @@ def open_image(path: str | os.PathLike[str], max_pixels: int | None = None) -> I
         raise FastStyleError(f"expected an image file, got a folder: {path}")
     if path.stat().st_size == 0:
         raise FastStyleError(f"image file is empty: {path}")
-    try:
-        with warnings.catch_warnings():
-            # Our own limit replaces Pillow's warning threshold; its hard limit still applies.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                if img.width * img.height > limit:
-                    raise _too_large(path, limit, f"{img.width}x{img.height}")
-                img.load()
-                return ImageOps.exif_transpose(img)
-    except FastStyleError:
-        raise
-    except Image.DecompressionBombError:
-        raise _too_large(path, limit) from None
-    except UnidentifiedImageError:
-        raise FastStyleError(f"not an image (or an unsupported format): {path}") from None
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise FastStyleError(f"cannot read image {path}: {exc}") from None
+    return _read(path, str(path), limit, None)
+
+
+def decode_image(
+    data: bytes, max_pixels: int | None = None, formats: Sequence[str] | None = None, name: str = "upload"
+) -> Image.Image:
+    """``open_image`` for bytes in memory (an upload): nothing touches the disk.
+
+    ``formats`` limits the Pillow decoders that may be tried (e.g. ``("JPEG", "PNG")``); ``name``
+    labels the image in error messages.
+    """
+    if not data:
+        raise FastStyleError(f"image file is empty: {name}")
+    return _read(io.BytesIO(data), name, MAX_PIXELS if max_pixels is None else max_pixels, formats)
 
 
 def normalize_mode(img: Image.Image) -> Image.Image:

@@ -152,3 +152,15 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def tiny_model_folder(folder: Path, names: tuple[str, ...] = ("tiny_a", "tiny_b")) -> Path:
+    """A folder of exported tiny models, one per name, each with its own random weights."""
+    from fast_style.export import export_safetensors
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for seed, name in enumerate(names):
+        ckpt = tiny_checkpoint(folder / f"{name}.ckpt", seed=seed)
+        export_safetensors(ckpt, folder / f"{name}.safetensors")
+        ckpt.unlink()
+    return folder

@@ -1,0 +1,244 @@
+"""The web page and its HTTP API as an ASGI app: ``create_app(model_dirs)``.
+
+Routes: ``GET /`` the page, ``GET /static/...`` its script and styles, ``GET /api/models`` the
+models and limits, ``GET /api/demo`` the demo photo, ``POST /api/stylize`` a stylized PNG. Every
+error is JSON ``{"error": "one line"}`` with a 4xx status (5xx only for the server's own faults).
+One inference runs at a time, in a worker thread, so the event loop keeps answering; requests
+beyond that wait in a queue of bounded length.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from fast_style import __version__
+from fast_style.errors import FastStyleError
+from fast_style.images import decode_image
+from fast_style.inference import resolve_device
+from fast_style.web.catalog import ModelCatalog, demo_photo, find_models, shipped_models_dir
+from fast_style.web.form import FormError, parse_form, read_body
+from fast_style.web.limits import FORMATS, ApiError, Limits, StylizeRequest, parse_request, probe_image
+
+__all__ = ["WebState", "create_app"]
+
+STATIC = Path(__file__).resolve().parent / "static"
+_FORM_OVERHEAD = 64 * 1024  # room for the boundaries and the small fields beside the image
+# The page may load only what this server serves: no CDN, no fonts, no beacons.
+_SECURITY_HEADERS = [
+    (
+        b"content-security-policy",
+        b"default-src 'self'; img-src 'self' blob: data:; script-src 'self'; style-src 'self'; "
+        b"connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+    ),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+]
+log = logging.getLogger("fast_style.web")
+
+
+class _Guard:
+    """ASGI middleware: refuses unlisted ``Host`` headers (JSON 400), adds ``_SECURITY_HEADERS`` to every answer."""
+
+    def __init__(self, app: ASGIApp, allowed_hosts: Sequence[str] | None = None) -> None:
+        self.app = app
+        self.allowed = None if allowed_hosts is None else {h.lower() for h in allowed_hosts}
+
+    def _host_allowed(self, scope: Scope) -> bool:
+        if self.allowed is None:
+            return True
+        host = dict(scope["headers"]).get(b"host", b"").decode("latin-1").lower()
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host  # drop the port
+        return name.strip("[]") in self.allowed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *_SECURITY_HEADERS]}
+            await send(message)
+
+        if not self._host_allowed(scope):
+            refusal = _error("this server answers only requests addressed to this machine (Host header)", 400)
+            await refusal(scope, receive, send_with_headers)
+            return
+        await self.app(scope, receive, send_with_headers)
+
+
+class WebState:
+    """What the routes share: the models, the limits, the inference thread and the queue length."""
+
+    def __init__(self, catalog: ModelCatalog, limits: Limits, skipped: list[str]) -> None:
+        self.catalog = catalog
+        self.limits = limits
+        self.skipped = skipped  # one line per model file that could not be offered
+        self.pending = 0  # requests between arrival and answer; changed only on the event loop
+        self._executor: ThreadPoolExecutor | None = None
+
+    def executor(self) -> ThreadPoolExecutor:
+        """The single inference thread (created on first use); its queue is the request queue."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fast-style-inference")
+        return self._executor
+
+    def close(self) -> None:
+        """Stop the inference thread after its current job; queued jobs are dropped."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+
+
+def _error(message: str, status: int) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers={"cache-control": "no-store"})
+
+
+def _stylize_now(state: WebState, req: StylizeRequest) -> tuple[bytes, dict[str, str]]:
+    """Decode, stylize and encode one request; runs on the inference thread."""
+    try:
+        image = decode_image(req.image, state.limits.max_pixels, FORMATS, name=req.label)
+    except FastStyleError as exc:
+        raise ApiError(str(exc), 400) from None
+    try:
+        stylizer = state.catalog.stylizer(req.model)
+    except FastStyleError as exc:
+        raise ApiError(f"cannot load model {req.model!r}: {exc}", 500) from None
+    start = time.perf_counter()
+    result = stylizer.stylize(
+        image, strength=req.strength, preserve_color=req.preserve_color, max_size=req.max_size
+    )
+    seconds = time.perf_counter() - start
+    rate = state.catalog.record(req.model, seconds, result.width * result.height)
+    del image
+    buffer = io.BytesIO()
+    result.save(buffer, format="PNG", compress_level=3)
+    headers = {
+        "x-image-size": f"{result.width}x{result.height}",
+        "x-stylize-seconds": f"{seconds:.3f}",
+        "x-seconds-per-megapixel": f"{rate:.4f}",
+    }
+    return buffer.getvalue(), headers
+
+
+async def _stylize(request: Request) -> Response:
+    state: WebState = request.app.state.web
+    limits = state.limits
+    if state.pending >= limits.max_pending:
+        return _error(f"the server is busy ({state.pending} requests waiting); try again shortly", 503)
+    state.pending += 1
+    arrived = time.perf_counter()
+    try:
+        body_limit = limits.max_upload_bytes + _FORM_OVERHEAD
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > body_limit:
+            raise FormError(f"the upload is larger than the {limits.max_upload_mb} MB limit", status=413)
+        body = await read_body(request.stream(), body_limit)
+        form = parse_form(request.headers.get("content-type", ""), body)
+        del body
+        req = parse_request(form, state.catalog, limits)
+        probe_image(req, limits)  # refuse non-images and oversized images before they queue
+        loop = asyncio.get_running_loop()
+        png, headers = await loop.run_in_executor(state.executor(), _stylize_now, state, req)
+    except (FormError, ApiError) as exc:
+        return _error(str(exc), exc.status)
+    except FastStyleError as exc:  # raised while stylizing: the server's problem, not the request's
+        return _error(str(exc), 500)
+    finally:
+        state.pending -= 1
+    headers["x-total-seconds"] = f"{time.perf_counter() - arrived:.3f}"
+    headers["cache-control"] = "no-store"
+    return Response(png, media_type="image/png", headers=headers)
+
+
+async def _models(request: Request) -> Response:
+    state: WebState = request.app.state.web
+    return JSONResponse(
+        {
+            "models": state.catalog.listing(),
+            "limits": state.limits.public(),
+            "demo": "/api/demo" if demo_photo() else None,
+            "version": __version__,
+        },
+        headers={"cache-control": "no-store"},
+    )
+
+
+async def _demo(request: Request) -> Response:
+    photo = demo_photo()
+    if photo is None:
+        return _error("no demo photo in this installation", 404)
+    return FileResponse(photo, media_type="image/jpeg")
+
+
+async def _index(request: Request) -> Response:
+    return FileResponse(STATIC / "index.html", media_type="text/html")
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return _error(str(exc.detail), exc.status_code)
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    log.exception("error while answering %s %s", request.method, request.url.path)
+    return _error(f"internal error: {type(exc).__name__}", 500)
+
+
+def create_app(
+    model_dirs: Sequence[str | os.PathLike[str]] = (),
+    *,
+    shipped: bool = True,
+    device: str = "auto",
+    limits: Limits | None = None,
+    allowed_hosts: Sequence[str] | None = None,
+) -> Starlette:
+    """The ASGI app serving the shipped models (when ``shipped`` and present) and those in ``model_dirs``.
+
+    ``allowed_hosts`` restricts the ``Host`` header (``None``: any). Raises ``FastStyleError`` for
+    a missing folder, an unknown device, or when no model is found.
+    """
+    resolve_device(device)
+    folders = [*([shipped_models_dir()] if shipped and shipped_models_dir() else []), *map(Path, model_dirs)]
+    entries, skipped = find_models(folders)
+    if not entries:
+        where = ", ".join(str(f) for f in folders) or "no folder (pass --models DIR)"
+        raise FastStyleError(f"no .safetensors models found in {where}")
+    state = WebState(ModelCatalog(entries, device), limits or Limits(), skipped)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        state.close()
+
+    app = Starlette(
+        routes=[
+            Route("/", _index),
+            Route("/api/models", _models),
+            Route("/api/demo", _demo),
+            Route("/api/stylize", _stylize, methods=["POST"]),
+            Mount("/static", StaticFiles(directory=STATIC), name="static"),
+        ],
+        middleware=[Middleware(_Guard, allowed_hosts=allowed_hosts)],
+        exception_handlers={HTTPException: _http_error, Exception: _server_error},
+        lifespan=lifespan,
+    )
+    app.state.web = state
+    return app
