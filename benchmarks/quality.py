@@ -140,7 +140,7 @@ def score_group(
                     photo_color_distance=color_distance(content, style),
                 )
             )
-            label = f"≈{steps} L-BFGS steps" if steps is not None else f">{result.steps} L-BFGS steps"
+            label = f"~{steps} L-BFGS steps" if steps is not None else f">{result.steps} L-BFGS steps"
             row.append((name, f"total {terms['total']:.3g}, {label}", out))
         row.append((f"L-BFGS, {result.steps} steps", f"total {result.history[-1]['total']:.3g}", lbfgs))
         rows.append(row)

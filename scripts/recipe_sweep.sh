@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The CPU recipe sweep of checkpoints/README.md: short runs of experiment=cpu_demo on Starry Night
+# with one setting changed each, scored by benchmarks/quality.py on two photos at 256 px.
+#   scripts/recipe_sweep.sh [NAME ...]        (default: every run below; results in runs/sweep/)
+# Needs ../shared (coco128, the style images, the VGG16-BN stand-in weights) beside the project.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SHARED=${SHARED:-../shared}
+STEPS=${STEPS:-600}
+declare -A RUNS=(
+    [base]=""
+    [style_w3]="loss.style_weight=3"
+    [style_w30]="loss.style_weight=30"
+    [style_w1]="loss.style_weight=1"
+    [crop192]="data.image_size=192"
+    [style512]="style_size=512"
+    [wide]="model.channels=[32,64,128]"
+    [tv]="loss.tv_weight=10"
+)
+names=("$@")
+[ ${#names[@]} -eq 0 ] && names=(base style_w3 style_w30 crop192 style512 wide tv)
+mkdir -p runs/sweep/photos
+cp "$SHARED/data/content/amber.jpg" "$SHARED/data/content/cornell.jpg" runs/sweep/photos/
+for name in "${names[@]}"; do
+    out=runs/sweep/$name
+    [ -f "$out/model.safetensors" ] && continue
+    start=$(date +%s)
+    # shellcheck disable=SC2086
+    fast-style train experiment=cpu_demo trainer.max_steps="$STEPS" \
+        style_image="$SHARED/data/styles/starry_night.jpg" data.root="$SHARED/data/coco128" \
+        loss.network=vgg16_bn loss.weights="$SHARED/weights/vgg16_bn_features_offline.pt" \
+        trainer.enable_progress_bar=false hydra.run.dir="$out" ${RUNS[$name]}
+    echo "$name: trained in $(( $(date +%s) - start )) s" | tee -a runs/sweep/times.txt
+    fast-style export "$out/checkpoints/last.ckpt" -o "$out/model.safetensors"
+    python benchmarks/quality.py "$out/model.safetensors" --content runs/sweep/photos \
+        --styles "$SHARED/data/styles" --weights "$SHARED/weights/vgg16_bn_features_offline.pt" \
+        --size 256 --max-steps 150 --out "$out/quality" --no-progress > "$out/quality.txt"
+    tail -n 4 "$out/quality.txt"
+done
