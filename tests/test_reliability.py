@@ -397,3 +397,54 @@ def test_a_pickle_named_safetensors_gets_a_working_export_command(tmp_path, phot
     assert suggested[0] == str(fake) and suggested[2] != str(fake)
     assert main(["export", *suggested]) == 0
     assert main(["stylize", str(photo), "-m", suggested[2], "-o", str(tmp_path / "out.png")]) == 0
+
+
+# -- a kill at any moment ---------------------------------------------------------------------------------------
+def _scalar_steps(run: Path, tag: str) -> list[int]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0})
+    acc.Reload()
+    return [event.step for event in acc.Scalars(tag)] if tag in acc.Tags()["scalars"] else []
+
+
+@pytest.mark.slow
+def test_sigkill_loses_at_most_one_interval_and_resumes_without_duplicate_steps(tmp_path, image_folder, style_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ROOT
+
+    run, every, total = tmp_path / "run", 4, 40
+    args = [f"style_image={style_path}", f"data.root={image_folder}", f"hydra.run.dir={run}", *TINY_TRAIN,
+            f"trainer.max_steps={total}", f"callbacks.model_checkpoint.every_n_train_steps={every}"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    child = subprocess.Popen([sys.executable, "-m", "fast_style.cli.main", "train", *args], cwd=ROOT, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = run / "checkpoints" / f"step{every:07d}.ckpt"
+    deadline = time.monotonic() + 120
+    try:
+        while not first.exists() and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        # Kill once steps past the checkpoint have reached TensorBoard: those are what a resume logs again.
+        while child.poll() is None and time.monotonic() < deadline:
+            if max(_scalar_steps(run, "train/total"), default=0) > every:
+                break
+            time.sleep(0.05)
+        assert child.poll() is None, "the run ended before it could be killed"
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.wait()
+    logged_before = max(_scalar_steps(run, "train/total"))
+    saved = {p.name: torch.load(p, weights_only=True)["global_step"] for p in (run / "checkpoints").glob("*.ckpt")}
+    resumed_from = max(saved.values())
+    assert logged_before - resumed_from <= every  # at most one checkpoint interval lost
+
+    assert train(run, image_folder, style_path, f"trainer.max_steps={total}",
+                 f"callbacks.model_checkpoint.every_n_train_steps={every}", "ckpt_path=last") == 0
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == total
+    steps = _scalar_steps(run, "train/total")
+    assert len(steps) == len(set(steps)), "a step is in TensorBoard twice"
+    assert max(steps) >= total - 1

@@ -160,6 +160,11 @@ def train(cfg: DictConfig) -> Path:
     )
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume[0] if resume is not None else None)
+    except SystemExit:
+        if trainer.interrupted:  # Lightning turns Ctrl-C into exit(1) after a graceful stop
+            print(f"fast-style train: interrupted{_resume_hint(run_dir)}", file=sys.stderr)
+            raise SystemExit(130) from None
+        raise
     except FastStyleError as exc:  # found during the work: exit code 1
         raise RunFailed(f"{exc}{_resume_hint(run_dir)}") from None
     except OSError as exc:  # disk full, folder removed, ...
