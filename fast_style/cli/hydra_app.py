@@ -130,8 +130,9 @@ def run_hydra_task(
             run_dir = Path(str(cfg.hydra.run.dir)).expanduser()
             if preflight is not None:
                 preflight(cfg, run_dir)
-            if not any(arg.startswith("hydra.run.dir=") for arg in args):
-                args.append(f"hydra.run.dir={run_dir}")  # the timestamp of the checked folder
+            pin = f"hydra.run.dir={run_dir}"
+            if not any(arg.startswith("hydra.run.dir=") for arg in args) and _parses(pin):
+                args.append(pin)  # the timestamp of the checked folder
             created = None if run_dir.exists() else run_dir
     except FastStyleError as exc:
         print(f"fast-style {command}: error: {exc}", file=sys.stderr)
