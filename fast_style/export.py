@@ -15,9 +15,10 @@ import torch
 from torch import nn
 
 from fast_style import __version__, runtime
+from fast_style.checkpoints import read_training_checkpoint
 from fast_style.errors import FastStyleError
 from fast_style.files import atomic_path
-from fast_style.models import build_model, model_config
+from fast_style.models import build_model, check_model_spec, model_config
 from fast_style.runtime import ONNX_OPSET
 
 __all__ = [
@@ -45,19 +46,13 @@ def load_training_checkpoint(path: str | os.PathLike[str]) -> tuple[nn.Module, d
     before any of its code can run.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FastStyleError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise FastStyleError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0][:200]}") from None
-    if not isinstance(ckpt, dict) or "fast_style" not in ckpt or "state_dict" not in ckpt:
-        raise FastStyleError(f"{path} is not a fast-style training checkpoint")
+    ckpt = read_training_checkpoint(path)
     meta = ckpt["fast_style"]
     state = {k[len(_NET_PREFIX) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(_NET_PREFIX)}
     # A torch.compile'd network saves its weights under an extra prefix; export the plain module.
     state = {k[len(_COMPILED_PREFIX) :] if k.startswith(_COMPILED_PREFIX) else k: v for k, v in state.items()}
     try:
+        check_model_spec(meta["model"]["arch"], meta["model"]["kwargs"], {k: getattr(v, "shape", ()) for k, v in state.items()})
         net = build_model(meta["model"]["arch"], **meta["model"]["kwargs"])
         net.load_state_dict(state, strict=True)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
@@ -76,7 +71,7 @@ def load_training_checkpoint(path: str | os.PathLike[str]) -> tuple[nn.Module, d
 def load_network(path: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, Any]]:
     """The network and metadata of a training checkpoint, or of an exported ``.safetensors`` file."""
     path = Path(path)
-    if path.suffix.lower() == ".safetensors":
+    if path.suffix.lower() == ".safetensors" and _starts_like_safetensors(path):
         from fast_style.inference import Stylizer
 
         stylizer = Stylizer.from_file(path, backend="torch")
@@ -90,6 +85,18 @@ def load_network(path: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, Any
         }
         return stylizer.net, info
     return load_training_checkpoint(path)
+
+
+def _starts_like_safetensors(path: Path) -> bool:
+    # A training checkpoint renamed to .safetensors is read as the checkpoint it is.
+    from fast_style.checkpoints import describe_content
+
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(16)
+    except OSError:
+        return True  # let the loader report it
+    return describe_content(head) is not None
 
 
 def model_metadata(net: nn.Module, info: dict[str, Any]) -> dict[str, str]:

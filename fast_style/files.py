@@ -1,4 +1,4 @@
-"""Atomic file writes: a temporary file in the target folder, then one rename."""
+"""Atomic file writes (a temporary file in the target folder, then one rename), and writability checks."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path"]
+from fast_style.errors import FastStyleError
+
+__all__ = ["atomic_path", "check_writable", "rescue_path"]
 
 
 def _umask() -> int:
@@ -53,3 +55,37 @@ def _publish_exclusive(tmp_path: Path, path: Path) -> None:
         if path.exists():
             raise FileExistsError(errno.EEXIST, "file exists", str(path)) from None
         os.replace(tmp_path, path)
+
+
+def check_writable(path: str | os.PathLike[str], *, folder: bool = False, what: str = "output") -> Path:
+    """Fail fast, before any work, unless ``path`` (a file, or a folder with ``folder=True``) can be written.
+
+    Folders that do not exist yet are fine if their nearest existing ancestor is a writable folder;
+    writing is tried there (a temporary file, removed at once), so read-only disks are found too.
+    """
+    path = Path(path).expanduser()
+    if folder and path.exists() and not path.is_dir():
+        raise FastStyleError(f"cannot write {what} {path}: it is a file, not a folder")
+    if not folder and path.is_dir():
+        raise FastStyleError(f"cannot write {what} {path}: it is a folder; name a file")
+    probe = path if folder else path.parent
+    probe = Path(os.path.abspath(probe))
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise FastStyleError(f"cannot write {what} {path}: {probe} is a file, not a folder")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".fast-style-write-test.", dir=probe)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise FastStyleError(f"cannot write {what} {path}: {exc.strerror or exc} in {probe}") from None
+    return path
+
+
+def rescue_path(path: str | os.PathLike[str]) -> Path:
+    """Where to keep a result that could not be written to ``path``: a new file in the temporary folder."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f"fast-style-rescued-{path.stem}-", suffix=path.suffix or ".bin")
+    os.close(fd)
+    return Path(tmp)

@@ -22,9 +22,9 @@ from PIL import Image
 from torch import nn
 
 from fast_style import runtime
-from fast_style.errors import FastStyleError
+from fast_style.errors import FastStyleError, one_line
 from fast_style.images import normalize_mode, resize_long_side, rgb_array
-from fast_style.models import build_model
+from fast_style.models import build_model, check_model_spec
 from fast_style.models.layers import pad_to_multiple
 
 __all__ = [
@@ -49,12 +49,16 @@ BACKENDS = ("auto", "torch", "onnxruntime")
 PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt", ".pkl", ".pickle", ".bin")
 _BLEND = 16  # width in pixels of the linear cross-fade between neighbouring tiles
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as in JPEG's YCbCr
+_MIN_SIDE = 8  # smaller images are edge-padded up to this before any backend sees them
 
 
 def _pickle_message(path: Path) -> str:
+    target = path.with_suffix(".safetensors")
+    if target.name == path.name:  # a pickle named .safetensors: do not suggest writing onto it
+        target = path.with_name(f"{path.stem}.exported.safetensors")
     return (
         f"{path.name} is a pickle file, which is never loaded for inference (it could run code); "
-        f"export it first: fast-style export {path} -o {path.with_suffix('.safetensors').name}"
+        f"export it first: fast-style export {path} -o {target}"
     )
 
 
@@ -93,6 +97,9 @@ def _decode_metadata(raw: dict[str, str], path: Path) -> dict[str, Any]:
         raise FastStyleError(f"{path} has corrupt metadata ({exc})") from None
     if not isinstance(meta["model_kwargs"], dict) or not isinstance(meta.get("arch"), str):
         raise FastStyleError(f"{path} has corrupt metadata (no architecture)")
+    multiple = str(meta.get("multiple", "4"))
+    if not multiple.isdigit() or not 1 <= int(multiple) <= 64:
+        raise FastStyleError(f"{path} has corrupt metadata (multiple={multiple!r}, expected 1 to 64)")
     return meta
 
 
@@ -115,6 +122,23 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     except Exception as exc:
         raise FastStyleError(f"cannot read model file {path}: {str(exc).splitlines()[0]}") from None
     return _decode_metadata(raw, path)
+
+
+def _check_tensors_match(path: Path, meta: dict[str, Any]) -> None:
+    """Refuse a file whose metadata describes another network than its tensors, before building it."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            shapes = {key: fh.get_slice(key).get_shape() for key in fh.keys()}
+    except Exception as exc:
+        raise FastStyleError(f"cannot read model file {path}: {one_line(exc)}") from None
+    try:
+        check_model_spec(meta["arch"], meta["model_kwargs"], shapes)
+    except ValueError as exc:
+        raise FastStyleError(f"{path} describes an unknown or invalid architecture ({exc})") from None
+    except RuntimeError as exc:
+        raise FastStyleError(f"{path} does not match its architecture {meta['arch']!r}: {exc}") from None
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -293,6 +317,7 @@ class Stylizer:
         self.net = net.eval().requires_grad_(False).to(self.device)
         self.metadata = metadata or {}
         self.multiple = int(getattr(net, "multiple", 4))
+        self.min_side = int(getattr(net, "min_side", _MIN_SIDE))
         self.auto_tile_pixels = AUTO_TILE_PIXELS
         width = int(getattr(net, "channels", (32,))[0])  # channels of the full-resolution layers
         self.stats_pixels = min(AUTO_TILE_PIXELS, _STATS_ELEMENTS // max(1, width))
@@ -310,6 +335,7 @@ class Stylizer:
             return OnnxStylizer(path, meta, device)
         from safetensors.torch import load_file
 
+        _check_tensors_match(path, meta)
         try:
             net = build_model(meta["arch"], **meta["model_kwargs"])
         except (KeyError, TypeError, ValueError) as exc:
@@ -386,6 +412,12 @@ class Stylizer:
         if not 0.0 <= strength <= 1.0:
             raise FastStyleError(f"strength must be within [0, 1], got {strength}")
         h, w = pixels.shape[:2]
+        if min(h, w) < self.min_side:
+            # The networks' reflection padding needs a few pixels on each side, on every backend.
+            grow = ((0, max(0, self.min_side - h)), (0, max(0, self.min_side - w)), (0, 0))
+            padded = np.pad(pixels, grow, mode="edge")
+            out = self.stylize_array(padded, strength=strength, preserve_color=preserve_color, tile=tile)
+            return out[:h, :w]
         stats_pixels = min(self.auto_tile_pixels, self.stats_pixels)
         if tile is None and h * w <= self.auto_tile_pixels:
             try:
@@ -512,6 +544,7 @@ class OnnxStylizer(Stylizer):
         self._session = runtime.build_session(Path(path), self.device.type, name=Path(path).name)
         self.metadata = metadata
         self.multiple = int(metadata.get("multiple", 4))
+        self.min_side = _MIN_SIDE
         self.auto_tile_pixels = 1 << 62  # tiles need shared statistics, which ONNX graphs do not expose
         self.stats_pixels = AUTO_TILE_PIXELS
         self.paths_used = collections.Counter()

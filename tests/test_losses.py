@@ -181,7 +181,7 @@ def test_weights_too_shallow_for_the_layers_are_rejected(tmp_path):
 def test_weights_file_that_is_not_a_state_dict(tmp_path):
     path = tmp_path / "junk.pt"
     path.write_bytes(b"definitely not a checkpoint")
-    with pytest.raises(FastStyleError, match="cannot read loss weights"):
+    with pytest.raises(FastStyleError, match="is not a PyTorch file"):
         VGGFeatures(["relu2_2"], network="vgg16", weights=str(path))
 
 

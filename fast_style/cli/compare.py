@@ -12,10 +12,19 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig
 
 from fast_style.cli.hydra_app import run_hydra_task
-from fast_style.cli.optimize import load_styles, pixel_optimizer_settings, style_paths
-from fast_style.errors import FastStyleError
+from fast_style.cli.optimize import check_style_sides, load_styles, pixel_optimizer_settings, style_paths
+from fast_style.errors import FastStyleError, RunFailed, one_line
+from fast_style.files import check_writable
 
-__all__ = ["adopt_model_loss", "checkpoint_steps", "compare", "main", "translate_args"]
+__all__ = [
+    "adopt_model_loss",
+    "check_output_dir",
+    "check_run_folder",
+    "checkpoint_steps",
+    "compare",
+    "main",
+    "translate_args",
+]
 
 log = logging.getLogger("fast_style.compare")
 
@@ -82,21 +91,15 @@ def compare(cfg: DictConfig) -> Path:
     from hydra.core.hydra_config import HydraConfig
     from hydra.utils import instantiate
 
-    from fast_style.compare import OUTPUT_FILES, markdown_table, run_compare, write_outputs
+    from fast_style.compare import markdown_table, run_compare, write_outputs
     from fast_style.images import load_image_tensor
     from fast_style.inference import Stylizer
-    from fast_style.optimize import INITS, resolve_device
+    from fast_style.optimize import INITS, MIN_SIDE, resolve_device
     from fast_style.trained_loss import recorded_loss
+    from fast_style.validation import check_image_sides
 
     # Cheap checks first: files, settings and the model, before the loss network loads.
-    out_dir = Path(cfg.output_dir).expanduser()
-    if out_dir.exists() and not out_dir.is_dir():
-        raise FastStyleError(f"output_dir {out_dir} is a file, not a folder")
-    existing = [name for name in OUTPUT_FILES if (out_dir / name).exists()]
-    if existing and not cfg.overwrite:
-        raise FastStyleError(
-            f"{out_dir} already holds {', '.join(existing)}; pass overwrite=true or another output_dir"
-        )
+    out_dir = check_output_dir(Path(cfg.output_dir), bool(cfg.overwrite))
     steps = checkpoint_steps(cfg.steps)
     if cfg.init not in INITS:
         raise FastStyleError(f"unknown init {cfg.init!r}; choose one of {', '.join(INITS)}")
@@ -105,6 +108,10 @@ def compare(cfg: DictConfig) -> Path:
     device = resolve_device(cfg.device)
     stylizer = Stylizer.from_file(cfg.model_file, device=str(device))
     content = load_image_tensor(cfg.content_image, cfg.image_size)
+    check_image_sides(
+        content, MIN_SIDE, f"content image {cfg.content_image} at image_size={cfg.image_size}",
+        "use a larger image_size or a less elongated image",
+    )
     paths = style_paths(cfg.style_image)
     blend = list(cfg.style_blend) if cfg.style_blend is not None else None
     recorded = recorded_loss(stylizer.metadata)
@@ -116,6 +123,7 @@ def compare(cfg: DictConfig) -> Path:
         style_size = math.ceil(float(cfg.style_scale) * max(content.shape[-2:]))
     styles = load_styles(paths, int(style_size), blend)
     differences = adopt_model_loss(cfg, recorded, _overridden("loss")) if recorded else []
+    check_style_sides(styles, paths, int(style_size), cfg.loss)
     trained_style = recorded.get("style_image")
     if trained_style and [Path(p).name for p in paths] != [trained_style]:
         differences.append(f"style image {trained_style} (model) vs {', '.join(Path(p).name for p in paths)} (here)")
@@ -152,12 +160,51 @@ def compare(cfg: DictConfig) -> Path:
         f"terms; tv is unweighted. Peak memory is the growth above the level before each mode started"
         f"{' (resident memory, sampled)' if report.device == 'cpu' else ''}."
     )
-    written = write_outputs(report, out_dir, header=header, tile=int(cfg.figure_tile))
     print(markdown_table(report))
+    try:
+        written = write_outputs(report, out_dir, header=header, tile=int(cfg.figure_tile))
+    except (OSError, ValueError) as exc:
+        import tempfile
+
+        rescue = Path(tempfile.mkdtemp(prefix="fast-style-rescued-compare-"))
+        try:
+            write_outputs(report, rescue, header=header, tile=int(cfg.figure_tile))
+        except (OSError, ValueError):
+            raise RunFailed(f"cannot write the results to {out_dir} ({one_line(exc)}), nor to {rescue}") from None
+        raise RunFailed(f"cannot write the results to {out_dir} ({one_line(exc)}); they were kept in {rescue}") from None
     log.info("wrote %s", ", ".join(str(p) for p in written.values()))
     if report.error is not None:
-        raise FastStyleError(f"optimization stopped early: {report.error}; partial results are in {out_dir}")
+        raise RunFailed(f"optimization stopped early: {report.error}; partial results are in {out_dir}")
     return out_dir
+
+
+def check_output_dir(out_dir: Path, overwrite: bool) -> Path:
+    """Refuse an ``output_dir`` that is a file, cannot be written, or already holds results (unless ``overwrite``)."""
+    from fast_style.compare import OUTPUT_FILES
+
+    out_dir = check_writable(out_dir.expanduser(), folder=True, what="output_dir")
+    existing = [name for name in OUTPUT_FILES if (out_dir / name).exists()]
+    if existing and not overwrite:
+        raise FastStyleError(f"{out_dir} already holds {', '.join(existing)}; pass overwrite=true or another output_dir")
+    return out_dir
+
+
+def check_run_folder(cfg: DictConfig, run_dir: Path) -> None:
+    """Before Hydra writes to it: refuse a run folder or ``output_dir`` that holds an earlier comparison."""
+    from omegaconf import OmegaConf
+
+    from fast_style.cli.hydra_app import refuse_existing_run
+
+    overwrite = bool(cfg.get("overwrite"))
+    refuse_existing_run(
+        run_dir, ("tensorboard", ".hydra"), allowed=overwrite,
+        how="pass overwrite=true to replace its results, or another hydra.run.dir",
+    )
+    try:
+        out_dir = Path(str(OmegaConf.select(cfg, "output_dir")))
+    except Exception:  # the default, ${hydra:runtime.output_dir}, only resolves inside the run
+        out_dir = run_dir
+    check_output_dir(out_dir, overwrite)
 
 
 def translate_args(argv: Sequence[str]) -> list[str]:
@@ -172,4 +219,4 @@ def translate_args(argv: Sequence[str]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``fast-style compare``."""
     args = sys.argv[1:] if argv is None else argv
-    return run_hydra_task("compare", compare, translate_args(args))
+    return run_hydra_task("compare", compare, translate_args(args), preflight=check_run_folder)

@@ -7,7 +7,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from fast_style.errors import FastStyleError
+from fast_style.errors import EXIT_FAILED, FastStyleError, one_line
+from fast_style.files import check_writable
 
 __all__ = ["main"]
 
@@ -48,10 +49,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if out.exists() and not args.overwrite:
             raise FastStyleError(f"{out} exists; pass --overwrite to replace it")
+        if out.exists() and out.resolve() == Path(args.checkpoint).resolve():
+            raise FastStyleError(f"{out} is the file being exported; choose another output")
+        check_writable(out)
         written = export_model(args.checkpoint, out, args.format)
     except FastStyleError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
+    except OSError as exc:  # the disk filled up or the folder went away while writing
+        print(f"{PROG}: error: cannot write {out}: {one_line(exc)}; nothing was written", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; nothing was written", file=sys.stderr)
         return 130

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig
 
-from fast_style.errors import FastStyleError
+from fast_style.errors import FastStyleError, one_line
 
-__all__ = ["config_dir", "run_hydra_task", "user_error"]
+__all__ = ["config_dir", "refuse_existing_run", "run_hydra_task", "user_error"]
 
 
 def config_dir() -> Path:
@@ -43,21 +44,99 @@ def user_error(exc: BaseException) -> str | None:
     return None
 
 
+_QUOTING = (
+    "values with spaces, non-ASCII letters or any of ()[]{}=,:'\" must be quoted for Hydra inside the "
+    "shell's quotes, e.g. 'style_image=\"my photos/été (1).jpg\"' (README: Quoting paths)"
+)
+
+
+def _compose(path: Path, command: str, overrides: Sequence[str]) -> DictConfig:
+    """The config ``command`` would run with, including ``hydra``, composed without running anything."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException, OverrideParseException
+
+    try:
+        with initialize_config_dir(config_dir=str(path), version_base="1.3", job_name=command):
+            return compose(config_name=command, overrides=list(overrides), return_hydra_config=True)
+    except OverrideParseException:
+        bad = next((arg for arg in overrides if not _parses(arg)), " ".join(overrides))
+        raise FastStyleError(f"cannot read the override {bad!r}: {_QUOTING}") from None
+    except HydraException as exc:
+        text = str(exc).split("Config search path")[0]
+        raise FastStyleError(one_line(text)) from None
+
+
+def _parses(arg: str) -> bool:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        OverridesParser.create().parse_override(arg)
+    except HydraException:
+        return False
+    return True
+
+
+def refuse_existing_run(run_dir: Path, markers: Sequence[str], allowed: bool, how: str) -> None:
+    """Refuse to start in ``run_dir`` if it holds any of ``markers`` (an earlier run) and not ``allowed``.
+
+    Also refuses a run folder that cannot be written, before Hydra tries to create it.
+    """
+    from fast_style.files import check_writable
+
+    check_writable(run_dir, folder=True, what="run folder")
+    found = [name for name in markers if (run_dir / name).exists()]
+    if found and not allowed:
+        raise FastStyleError(f"{run_dir} already holds a run ({', '.join(found)}); {how}")
+
+
+def _is_rank_zero() -> bool:
+    # Lightning's DDP launcher re-runs this command for the other ranks with LOCAL_RANK set.
+    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+
+
+def _only_hydra_files(folder: Path, command: str) -> bool:
+    return folder.is_dir() and all(p.name in (".hydra", f"{command}.log") for p in folder.iterdir())
+
+
 def run_hydra_task(
-    command: str, task: Callable[[DictConfig], object], argv: Sequence[str] | None, script: str | None = None
+    command: str,
+    task: Callable[[DictConfig], object],
+    argv: Sequence[str] | None,
+    script: str | None = None,
+    preflight: Callable[[DictConfig, Path], None] | None = None,
 ) -> int:
     """Run ``task`` under ``hydra.main`` with ``configs/<command>.yaml``; return an exit code.
+
+    Before Hydra writes anything, the config is composed once and checked (``validate_config``, then
+    ``preflight(cfg, run_dir)``, e.g. the run-folder policy); the run folder is pinned so the checked
+    folder is the one used. A refused run leaves no folder behind. Exit codes: 2 for bad input, 1 for
+    a failure during the work, 130 for Ctrl-C.
 
     ``script`` is a file that runs the same command as ``python script key=value ...``: Lightning's
     DDP launcher starts the other ranks by re-running ``sys.argv[0]`` with the same overrides.
     """
     import hydra
 
+    from fast_style.validation import validate_config
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    created: Path | None = None
     try:
         path = config_dir()
+        if _is_rank_zero() and not any(arg.startswith("-") for arg in args):
+            cfg = _compose(path, command, args)
+            validate_config(cfg, command)
+            run_dir = Path(str(cfg.hydra.run.dir)).expanduser()
+            if preflight is not None:
+                preflight(cfg, run_dir)
+            pin = f"hydra.run.dir={run_dir}"
+            if not any(arg.startswith("hydra.run.dir=") for arg in args) and _parses(pin):
+                args.append(pin)  # the timestamp of the checked folder
+            created = None if run_dir.exists() else run_dir
     except FastStyleError as exc:
         print(f"fast-style {command}: error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
 
     @hydra.main(config_path=str(path), config_name=command, version_base="1.3")
     def entry(cfg: DictConfig) -> None:
@@ -71,14 +150,28 @@ def run_hydra_task(
             if message is None:
                 raise
             print(f"fast-style {command}: error: {message}", file=sys.stderr)
-            raise SystemExit(2) from None
+            raise SystemExit(_exit_code(exc)) from None
 
     saved = sys.argv
-    sys.argv = [script or f"fast-style {command}", *(sys.argv[1:] if argv is None else argv)]
+    sys.argv = [script or f"fast-style {command}", *args]
+    code = 0
     try:
         entry()
     except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     finally:
         sys.argv = saved
-    return 0
+    if code == 2 and created is not None and _only_hydra_files(created, command):
+        shutil.rmtree(created, ignore_errors=True)  # refused before any work: leave nothing behind
+    return code
+
+
+def _exit_code(exc: BaseException) -> int:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, FastStyleError):
+            return current.exit_code
+        current = current.__cause__ or current.__context__
+    return 2

@@ -6,6 +6,7 @@ Imports nothing from training, Lightning, Hydra or VGG, so it starts fast and ru
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -14,7 +15,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from fast_style.errors import FastStyleError
+from fast_style.errors import FastStyleError, one_line
+from fast_style.files import check_writable
 from fast_style.images import IMAGE_EXTENSIONS, image_format_for, open_image, save_image
 
 __all__ = ["Job", "main", "plan_jobs"]
@@ -51,14 +53,19 @@ def plan_jobs(inputs: Sequence[str], output: str) -> list[Job]:
     """
     out = Path(output)
     single = len(inputs) == 1 and not Path(inputs[0]).is_dir()
+    as_folder = out.is_dir() or output.endswith(("/", os.sep))  # "-o newdir/" names a folder to create
     jobs: list[Job] = []
-    if single and not out.is_dir():
+    if single and not as_folder:
         source = Path(inputs[0])
         image_format_for(out)
         jobs.append(Job(source, out))
     else:
         if out.exists() and not out.is_dir():
             raise FastStyleError(f"OUTPUT must be a folder for several inputs, but {out} is a file")
+        if not out.exists() and not as_folder and out.suffix.lower() in Image.registered_extensions():
+            raise FastStyleError(
+                f"OUTPUT {out} is a file name, but several inputs need a folder; name a folder (e.g. {out.stem}/)"
+            )
         for name in inputs:
             source = Path(name)
             if source.is_dir():
@@ -175,6 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _check_options(args)
         jobs = plan_jobs(args.inputs, args.output)
+        for folder in sorted({job.target.parent for job in jobs if job.error is None}):
+            check_writable(folder, folder=True, what="output folder")
         stylizer = Stylizer.from_file(args.model, device=args.device, backend=args.backend)
         if args.tile is not None and not stylizer.supports_tiling:
             raise FastStyleError("--tile needs a .safetensors model; ONNX models run whole images")
@@ -198,6 +207,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             except FastStyleError as exc:
                 failed += 1
                 _error(str(exc))
+            except Exception as exc:  # an unforeseen fault in one image must not end the batch
+                failed += 1
+                _error(f"{job.source}: {one_line(exc)}")
     except KeyboardInterrupt:
         progress.close()
         print(f"{PROG}: interrupted after {done} image(s); no partial file was left", file=sys.stderr)

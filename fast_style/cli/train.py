@@ -3,37 +3,73 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from fast_style.cli.hydra_app import run_hydra_task
-from fast_style.errors import FastStyleError
+from fast_style.errors import FastStyleError, RunFailed, one_line
 
 if TYPE_CHECKING:
+    import torch
+
     from fast_style.training import SpeedSettings
 
-__all__ = ["main", "train"]
+__all__ = ["check_run_folder", "main", "train"]
 
 log = logging.getLogger("fast_style.train")
 
 
-def _resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
-    if ckpt_path in (None, "", "none", "null"):
+def _resuming(ckpt_path: str | None) -> bool:
+    return ckpt_path not in (None, "", "none", "null")
+
+
+def _resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> tuple[str, dict[str, Any]] | None:
+    """The checkpoint to resume and its contents, read safely; ``last`` is the run's newest readable one."""
+    from fast_style.checkpoints import newest_valid_checkpoint, read_training_checkpoint
+
+    if not _resuming(ckpt_path):
         return None
     if ckpt_path == "last":
-        last = run_dir / "checkpoints" / "last.ckpt"
-        if not last.is_file():
+        found = newest_valid_checkpoint(run_dir / "checkpoints")
+        if found is None:
             raise FastStyleError(
-                f"ckpt_path=last but there is no {last}; pass hydra.run.dir=<the run folder to resume>"
+                f"ckpt_path=last but there is no readable checkpoint in {run_dir / 'checkpoints'}; "
+                "pass hydra.run.dir=<the run folder to resume>"
             )
-        return str(last)
-    if not Path(ckpt_path).is_file():
-        raise FastStyleError(f"checkpoint not found: {ckpt_path}")
-    return ckpt_path
+        path, ckpt = found
+        if path.name != "last.ckpt":
+            log.warning("resuming from %s (step %d): no newer readable last.ckpt", path, ckpt.get("global_step", 0))
+        return str(path), ckpt
+    return str(ckpt_path), read_training_checkpoint(str(ckpt_path))
+
+
+def check_run_folder(cfg: DictConfig, run_dir: Path) -> None:
+    """Before Hydra writes to it: refuse a run folder that holds a run, unless resuming or ``overwrite=true``."""
+    from fast_style.cli.hydra_app import refuse_existing_run
+
+    refuse_existing_run(
+        run_dir,
+        ("checkpoints", "tensorboard", ".hydra"),
+        allowed=_resuming(cfg.get("ckpt_path")) or bool(cfg.get("overwrite")),
+        how="pass ckpt_path=last to resume it, overwrite=true to start it again (deleting its checkpoints "
+        "and TensorBoard logs), or another hydra.run.dir",
+    )
+
+
+def _check_same_network(net: torch.nn.Module, ckpt: dict[str, Any], path: str) -> None:
+    from fast_style.models import model_config
+
+    saved, ours = ckpt["fast_style"].get("model"), model_config(net)
+    if saved != ours:
+        raise FastStyleError(
+            f"{path} holds another network ({saved}) than this run builds ({ours}); pass the model settings "
+            "it was trained with, or start a new run folder"
+        )
 
 
 def _resolve_speed(cfg: DictConfig) -> SpeedSettings:
@@ -77,19 +113,28 @@ def train(cfg: DictConfig) -> Path:
 
     from fast_style.images import load_image_tensor
     from fast_style.training import StyleTransferModule
+    from fast_style.validation import check_image_sides, loss_min_side, warn_if_poor_style
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    ckpt_path = _resolve_ckpt_path(cfg.get("ckpt_path"), run_dir)
+    resume = _resolve_ckpt_path(cfg.get("ckpt_path"), run_dir)
     if cfg.seed is not None:
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     # Cheap checks first, so a typo fails in a second rather than after loading VGG.
     speed = _resolve_speed(cfg)
     style = load_image_tensor(cfg.style_image, cfg.style_size)
+    check_image_sides(
+        style, loss_min_side([*cfg.loss.content_layers, *cfg.loss.style_layers]),
+        f"style image {cfg.style_image} at style_size={cfg.style_size}",
+        "use a larger style_size or a less elongated style image",
+    )
+    warn_if_poor_style(cfg.style_image, style)
+    net = instantiate(cfg.model)
+    if resume is not None:
+        _check_same_network(net, resume[1], resume[0])
     datamodule = instantiate(cfg.data)
     loss = instantiate(cfg.loss)
     loss.set_style_image(style)
-    net = instantiate(cfg.model)
 
     module = StyleTransferModule(
         net=net,
@@ -105,7 +150,12 @@ def train(cfg: DictConfig) -> Path:
         compile_loss=cfg.speed.compile_loss,
         compile_backend=cfg.speed.compile_backend,
     )
-    logger = instantiate(cfg.logger)
+    if resume is None and cfg.get("overwrite"):
+        for name in ("checkpoints", "tensorboard"):
+            shutil.rmtree(run_dir / name, ignore_errors=True)
+    # On resume, TensorBoard readers drop what the killed run logged after the checkpoint's step.
+    purge = {"purge_step": int(resume[1].get("global_step", 0))} if resume is not None else {}
+    logger = instantiate(cfg.logger, **purge)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
     log.info("run folder: %s", run_dir)
@@ -114,14 +164,31 @@ def train(cfg: DictConfig) -> Path:
         speed.precision, speed.benchmark, speed.channels_last, speed.fused, speed.pin_memory,
         cfg.speed.compile, cfg.speed.compile_loss,
     )
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume[0] if resume is not None else None)
+    except SystemExit:
+        if trainer.interrupted:  # Lightning turns Ctrl-C into exit(1) after a graceful stop
+            print(f"fast-style train: interrupted{_resume_hint(run_dir)}", file=sys.stderr)
+            raise SystemExit(130) from None
+        raise
+    except FastStyleError as exc:  # found during the work: exit code 1
+        raise RunFailed(f"{exc}{_resume_hint(run_dir)}") from None
+    except OSError as exc:  # disk full, folder removed, ...
+        raise RunFailed(f"training failed: {one_line(exc)}{_resume_hint(run_dir)}") from None
     log.info("checkpoints in %s", run_dir / "checkpoints")
     return run_dir
 
 
+def _resume_hint(run_dir: Path) -> str:
+    folder = run_dir / "checkpoints"
+    if folder.is_dir() and any(folder.glob("*.ckpt")):
+        return f"; resume with hydra.run.dir={run_dir} ckpt_path=last"
+    return ""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``fast-style train``."""
-    return run_hydra_task("train", train, argv, script=__file__)
+    return run_hydra_task("train", train, argv, script=__file__, preflight=check_run_folder)
 
 
 if __name__ == "__main__":

@@ -92,12 +92,9 @@ def _imagenet_state_dict(network: str) -> dict[str, torch.Tensor]:
 
 
 def _file_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise FastStyleError(f"loss weights file not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise FastStyleError(f"cannot read loss weights {path}: {str(exc).splitlines()[0]}") from None
+    from fast_style.checkpoints import read_torch_file
+
+    state = read_torch_file(path, "loss weights file")
     if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
         state = state["state_dict"]
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):

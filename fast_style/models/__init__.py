@@ -1,7 +1,7 @@
 """Image transform networks: plain ``nn.Module``s that map [0, 1] images to [0, 1] images."""
 
 from fast_style.models.fast import FastTransformerNet
-from fast_style.models.registry import MODELS, build_model, model_config
+from fast_style.models.registry import MODELS, build_model, check_model_spec, model_config
 from fast_style.models.transformer import TransformerNet
 
-__all__ = ["MODELS", "FastTransformerNet", "TransformerNet", "build_model", "model_config"]
+__all__ = ["MODELS", "FastTransformerNet", "TransformerNet", "build_model", "check_model_spec", "model_config"]

@@ -68,6 +68,8 @@ class FastTransformerNet(nn.Module):
 
     arch = "fast"
     multiple = 4
+    # Reflection padding needs each side above its pad width: 8 px in, 2 px after the two stride-2 convs.
+    min_side = 8
 
     def __init__(self, channels: Sequence[int] = (16, 32, 64), num_residual: int = 4) -> None:
         super().__init__()
@@ -103,4 +105,4 @@ class FastTransformerNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        return self.forward_aligned(pad_to_multiple(x, self.multiple))[..., :h, :w]
+        return self.forward_aligned(pad_to_multiple(x, self.multiple, self.min_side))[..., :h, :w]

@@ -6,7 +6,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["ConvLayer", "ResidualBlock", "UpsampleConvLayer", "pad_to_multiple", "upsample2x_conv3x3"]
+__all__ = [
+    "ConvLayer",
+    "ResidualBlock",
+    "UpsampleConvLayer",
+    "pad_to_multiple",
+    "padded_side",
+    "upsample2x_conv3x3",
+]
 
 
 _BAND_ELEMENTS = 1 << 25
@@ -137,10 +144,15 @@ class ResidualBlock(nn.Module):
         return x + self.body(x)
 
 
-def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Pad the bottom and right of ``x`` so both sides are multiples of ``multiple``."""
+def padded_side(side: int, multiple: int, minimum: int = 1) -> int:
+    """The smallest multiple of ``multiple`` that is at least ``side`` and at least ``minimum``."""
+    return max(side + (-side) % multiple, minimum + (-minimum) % multiple)
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int, minimum: int = 1) -> torch.Tensor:
+    """Pad the bottom and right of ``x`` so both sides are multiples of ``multiple``, and at least ``minimum``."""
     h, w = x.shape[-2:]
-    pad_h, pad_w = (-h) % multiple, (-w) % multiple
+    pad_h, pad_w = padded_side(h, multiple, minimum) - h, padded_side(w, multiple, minimum) - w
     if not (pad_h or pad_w):
         return x
     # Reflection needs pad < size; replicate covers tiny inputs.

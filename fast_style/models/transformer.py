@@ -22,6 +22,8 @@ class TransformerNet(nn.Module):
 
     arch = "johnson"
     multiple = 4
+    # Reflection padding needs each side above its pad width: 8 px in, 2 px after the two stride-2 convs.
+    min_side = 8
 
     def __init__(self, channels: Sequence[int] = (32, 64, 128), num_residual: int = 5) -> None:
         super().__init__()
@@ -62,5 +64,5 @@ class TransformerNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        x = pad_to_multiple(x, self.multiple)
+        x = pad_to_multiple(x, self.multiple, self.min_side)
         return self.forward_aligned(x)[..., :h, :w]

@@ -1,0 +1,164 @@
+"""Checks that run before any work: the composed config's types and ranges, and image sizes the loss can take."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from fast_style.errors import FastStyleError
+
+__all__ = ["Rule", "check_image_sides", "loss_min_side", "validate_config", "warn_if_poor_style"]
+
+log = logging.getLogger("fast_style")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One config key: what its value must be (``expected``, as said to the user) and the test for it."""
+
+    key: str
+    expected: str
+    test: Callable[[Any], bool]
+
+
+def _int(low: int, *, nullable: bool = False, also: Sequence[int] = ()) -> tuple[str, Callable[[Any], bool]]:
+    text = f"an integer >= {low}" + "".join(f" or {v}" for v in also) + (" or null" if nullable else "")
+    return text, lambda v: (nullable and v is None) or (_is_int(v) and (v >= low or v in also))
+
+
+def _number(low: float, *, strict: bool = False, high: float | None = None) -> tuple[str, Callable[[Any], bool]]:
+    bound = f"> {low:g}" if strict else f">= {low:g}"
+    text = f"a number {bound}" + (f" and <= {high:g}" if high is not None else "")
+
+    def test(v: Any) -> bool:
+        if not _is_number(v) or v != v:  # NaN
+            return False
+        return (v > low if strict else v >= low) and (high is None or v <= high)
+
+    return text, test
+
+
+_BOOL = ("true or false", lambda v: isinstance(v, bool))
+_OPTIONAL_TEXT = ("a path or null", lambda v: v is None or isinstance(v, str))
+
+
+def _channels(value: Any) -> bool:
+    return isinstance(value, (list, tuple, ListConfig)) and len(value) == 3 and all(_is_int(c) and c > 0 for c in value)
+
+
+_LOSS = [
+    Rule("loss.content_weight", *_number(0)),
+    Rule("loss.style_weight", *_number(0)),
+    Rule("loss.tv_weight", *_number(0)),
+    Rule("optimizer.lr", *_number(0, strict=True)),
+]
+_PIXELS = [
+    Rule("image_size", *_int(16, nullable=True)),
+    Rule("style_scale", *_number(0, strict=True)),
+    Rule("seed", *_int(0, nullable=True)),
+    Rule("overwrite", *_BOOL),
+]
+RULES: dict[str, list[Rule]] = {
+    "train": [
+        Rule("style_size", *_int(16, nullable=True)),
+        Rule("seed", *_int(0, nullable=True)),
+        Rule("ckpt_path", *_OPTIONAL_TEXT),
+        Rule("overwrite", *_BOOL),
+        Rule("log_images_every_n_steps", *_int(0)),
+        Rule("data.image_size", *_int(16)),
+        Rule("data.batch_size", *_int(1)),
+        Rule("data.num_workers", *_int(0)),
+        Rule("data.num_sample_images", *_int(1)),
+        Rule("data.max_bad_fraction", *_number(0, high=1)),
+        Rule("model.channels", "three positive integers, e.g. [32,64,128]", _channels),
+        Rule("model.num_residual", *_int(0)),
+        Rule("trainer.max_steps", *_int(1, also=(-1,))),
+        Rule("trainer.max_epochs", *_int(1, also=(-1,))),
+        Rule("trainer.log_every_n_steps", *_int(1)),
+        *_LOSS,
+    ],
+    "optimize": [
+        *_PIXELS,
+        Rule("steps", *_int(0)),
+        Rule("scales", *_int(1)),
+        Rule("log_images_every_n_steps", *_int(0)),
+        *_LOSS,
+    ],
+    "compare": [
+        *_PIXELS,
+        Rule("repeats", *_int(1)),
+        Rule("figure_tile", *_int(16)),
+        *_LOSS,
+    ],
+}
+
+
+def validate_config(cfg: DictConfig, command: str) -> None:
+    """Check every known key of a composed ``command`` config; the first bad one is an error naming it.
+
+    Missing required values (``???``) are named too. Keys a config does not have are skipped.
+    """
+    for key in cfg.keys():
+        if key != "hydra" and OmegaConf.is_missing(cfg, str(key)):
+            raise FastStyleError(f"missing {key}: pass {'model' if key == 'model_file' else key}=...")
+    for rule in RULES.get(command, []):
+        try:
+            value = OmegaConf.select(cfg, rule.key, default=_ABSENT, throw_on_missing=False)
+        except Exception:  # an interpolation that only resolves inside the run
+            continue
+        if value is _ABSENT:
+            continue
+        if isinstance(value, (DictConfig, ListConfig)):
+            value = OmegaConf.to_container(value, resolve=True)
+        if not rule.test(value):
+            shown = repr(value) if isinstance(value, str) else str(value)
+            kind = "" if value is None or _is_number(value) or isinstance(value, bool) else f" ({type(value).__name__})"
+            raise FastStyleError(f"{rule.key} must be {rule.expected}, got {shown}{kind}")
+
+
+_ABSENT = object()
+_LAYER = re.compile(r"relu(\d+)_\d+$")
+
+
+def loss_min_side(layers: Sequence[str]) -> int:
+    """The smallest image side the VGG loss can take for ``layers``: every 2x2 max pool before them needs 2 px."""
+    blocks = [int(m.group(1)) for m in (_LAYER.match(str(name)) for name in layers) if m]
+    return 2 ** (max(blocks) - 1) if blocks else 1
+
+
+def check_image_sides(image: Any, min_side: int, what: str, hint: str) -> None:
+    """Refuse a ``(1, 3, H, W)`` image with a side under ``min_side`` pixels, naming ``what`` and a fix."""
+    h, w = image.shape[-2:]
+    if min(h, w) < min_side:
+        raise FastStyleError(
+            f"{what} is {w}x{h} px, but the loss network needs at least {min_side} px on each side; {hint}"
+        )
+
+
+def warn_if_poor_style(path: str | Path, image: Any) -> None:
+    """Warn when a style image is tiny or a flat colour: training then learns little or nothing."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            size = img.size
+    except Exception:
+        return
+    if float(image.flatten(-2).std(-1).max()) < 1.0 / 255:  # per channel: a red image is flat too
+        log.warning("style image %s is a flat colour (%dx%d px): there is no style to learn", path, *size)
+    elif min(size) < 16:
+        log.warning("style image %s is only %dx%d px: upscaled, it holds little texture", path, *size)
