@@ -9,9 +9,10 @@ and ``--weights`` the loss-network weights file when the model was trained with 
 checked). For each photo, scaled to ``--size`` on its long side:
 
 - feed-forward: the model's content, style and total loss, and its time (median of 3 passes);
-- L-BFGS-equivalent steps: the optimization (L-BFGS from the photo, the default settings of
-  ``fast-style optimize``) runs on the same loss until its total is at most the model's; the step
-  where that happens is the model's worth in optimization steps (``>N`` if not within ``--max-steps``);
+- L-BFGS-equivalent steps: the optimization (L-BFGS with the default settings of ``fast-style
+  optimize``, from the photo, or from noise with ``--init noise``) runs on the same loss until its
+  total is at most the model's; the step where that happens is the model's worth in optimization
+  steps (``>N`` if not within ``--max-steps``);
 - time ratio: the optimization's time to that step over the feed-forward time;
 - scores outside the loss: colour distance to the style image (Hellinger distance of RGB
   histograms; lower is closer to the painting's palette) and luminance SSIM to the photo (higher
@@ -47,7 +48,7 @@ from fast_style.images import IMAGE_EXTENSIONS, load_image_tensor, save_image  #
 from fast_style.inference import Stylizer  # noqa: E402
 from fast_style.losses import build_perceptual_loss  # noqa: E402
 from fast_style.metrics import color_distance, luminance_ssim  # noqa: E402
-from fast_style.optimize import optimize_pixels  # noqa: E402
+from fast_style.optimize import initial_image, optimize_pixels  # noqa: E402
 from fast_style.trained_loss import loss_arguments, recorded_loss  # noqa: E402
 
 COLUMNS = (
@@ -106,6 +107,7 @@ def score_group(
     size: int,
     max_steps: int,
     progress: bool,
+    init: str = "content",
 ) -> tuple[list[Score], list[list[tuple[str, str, torch.Tensor]]]]:
     """Score models that share one loss on every photo; return the scores and the contact-sheet rows."""
     loss = build_perceptual_loss(**loss_args)
@@ -121,8 +123,9 @@ def score_group(
             out = out[..., : content.shape[-2], : content.shape[-1]]
             outputs[name] = (out, seconds, evaluate_image(loss, out))
         target = min(terms["total"] for _, _, terms in outputs.values())
+        start = initial_image(init, content, style, seed=0)
         result = optimize_pixels(
-            loss, content, max_steps, "lbfgs", stop_at_total=target, progress=progress,
+            loss, start, max_steps, "lbfgs", stop_at_total=target, progress=progress,
             description=f"{photo.stem} L-BFGS",
         )
         per_step = result.elapsed / max(result.steps, 1)
@@ -210,6 +213,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--weights", default=None, help="loss-network weights file the models were trained with")
     parser.add_argument("--size", type=int, default=512, help="long side of the photos in pixels")
     parser.add_argument("--max-steps", type=int, default=300, help="L-BFGS steps at most per photo")
+    parser.add_argument("--init", default="content", choices=["content", "noise"],
+                        help="where L-BFGS starts: the photo (fast-style optimize's default) or noise")
     parser.add_argument("--tile", type=int, default=256, help="long side of each contact-sheet image")
     parser.add_argument("--out", type=Path, default=Path("outputs/quality"))
     parser.add_argument("--threads", type=int, default=None)
@@ -238,12 +243,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     print(device_line())
-    print(f"{len(photos)} photos at {args.size} px, L-BFGS at most {args.max_steps} steps\n")
+    print(f"{len(photos)} photos at {args.size} px, L-BFGS from {args.init}, at most {args.max_steps} steps\n")
     scores: list[Score] = []
     sheet_rows = []
     for loss_args, style_path, style_size, models in groups.values():
         group_scores, rows = score_group(
-            models, loss_args, style_path, style_size, photos, args.size, args.max_steps, not args.no_progress
+            models, loss_args, style_path, style_size, photos, args.size, args.max_steps, not args.no_progress,
+            args.init,
         )
         scores += group_scores
         sheet_rows += rows

@@ -100,6 +100,7 @@ RULES: dict[str, list[Rule]] = {
     ],
     "compare": [
         *_PIXELS,
+        Rule("style_size", *_int(16, nullable=True)),
         Rule("repeats", *_int(1)),
         Rule("figure_tile", *_int(16)),
         *_LOSS,

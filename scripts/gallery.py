@@ -1,7 +1,11 @@
 """Stylize the demo photo with every shipped checkpoint, and build a side-by-side gallery image.
 
     python scripts/gallery.py                       # -> outputs/gallery/{<style>.jpg, gallery.jpg}
-    python scripts/gallery.py --readme-image assets/gallery.jpg   # also refresh the README's image
+    python scripts/gallery.py --readme-image assets/gallery.jpg --crop-image assets/gallery_1024_crop.jpg
+
+``--crop-image`` also stylizes the photo at 1024 px on its long side with each style and writes one
+row of 100% crops (a quarter of the image each, pixels as they come out of the network), which
+shows the strokes at the size a user sees them.
 """
 
 from __future__ import annotations
@@ -54,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--height", type=int, default=256, help="height of each gallery panel in pixels")
     parser.add_argument("--readme-image", type=Path, default=None, help="also write the gallery here")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--crop-image", type=Path, default=None, help="also write 100%% crops of 1024 px results")
+    parser.add_argument("--crop-size", type=int, default=1024, help="long side of the full-size renderings")
     args = parser.parse_args(argv)
 
     photo = open_image(args.photo).convert("RGB")
@@ -70,7 +76,24 @@ def main(argv: list[str] | None = None) -> int:
         if target is not None:
             save_image(gallery, target, quality=85, optimize=True)
             print(f"{target}  ({target.stat().st_size / 1024:.0f} KB)")
+    if args.crop_image is not None:
+        crops = full_size_crops(photo, args.checkpoints, args.styles, args.crop_size, args.device)
+        save_image(crops, args.crop_image, quality=88, optimize=True)
+        print(f"{args.crop_image}  ({args.crop_image.stat().st_size / 1024:.0f} KB)")
     return 0
+
+
+def full_size_crops(photo: Image.Image, checkpoints: Path, styles: Path, size: int, device: str) -> Image.Image:
+    """The photo at ``size`` px stylized by each style; one row of the same centre crop at 100%."""
+    scale = size / max(photo.size)
+    big = photo.resize((round(photo.width * scale), round(photo.height * scale)), Image.Resampling.LANCZOS)
+    w, h = big.width // 2, big.height // 2
+    box = (big.width // 4, big.height // 4, big.width // 4 + w, big.height // 4 + h)
+    results = []
+    for style in STYLES:
+        out = Stylizer.from_file(checkpoints / f"{style}.safetensors", device=device).stylize(big)
+        results.append((out.crop(box), open_image(styles / f"{style}.jpg")))
+    return build_gallery(big.crop(box), results, h)
 
 
 if __name__ == "__main__":

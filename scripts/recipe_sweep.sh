@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The CPU recipe sweep of checkpoints/README.md: short runs of experiment=cpu_demo on Starry Night
-# with one setting changed each, scored by benchmarks/quality.py on two photos at 256 px.
+# The CPU recipe sweep of checkpoints/README.md: short runs (600 steps) of experiment=cpu_demo on
+# Starry Night with the style weight and crop size changed, scored by benchmarks/quality.py on two
+# photos at 256 px.
 #   scripts/recipe_sweep.sh [NAME ...]        (default: every run below; results in runs/sweep/)
 # Needs ../shared (coco128, the style images, the VGG16-BN stand-in weights) beside the project.
 set -euo pipefail
@@ -8,17 +9,14 @@ cd "$(dirname "$0")/.."
 SHARED=${SHARED:-../shared}
 STEPS=${STEPS:-600}
 declare -A RUNS=(
-    [base]=""
-    [style_w3]="loss.style_weight=3"
-    [style_w30]="loss.style_weight=30"
-    [style_w1]="loss.style_weight=1"
-    [crop192]="data.image_size=192"
-    [style512]="style_size=512"
-    [wide]="model.channels=[32,64,128]"
-    [tv]="loss.tv_weight=10"
+    [w10]="loss.style_weight=10"
+    [w1]="loss.style_weight=1"
+    [w3]="loss.style_weight=3"
+    [w5]="loss.style_weight=5"
+    [w3_crop192]="loss.style_weight=3 data.image_size=192"
 )
 names=("$@")
-[ ${#names[@]} -eq 0 ] && names=(base style_w3 style_w30 crop192 style512 wide tv)
+[ ${#names[@]} -eq 0 ] && names=(w10 w1 w3 w5 w3_crop192)
 mkdir -p runs/sweep/photos
 cp "$SHARED/data/content/amber.jpg" "$SHARED/data/content/cornell.jpg" runs/sweep/photos/
 for name in "${names[@]}"; do

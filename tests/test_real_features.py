@@ -13,7 +13,7 @@ from tests.conftest import COCO128, STYLES, VGG16_BN_OFFLINE, require
 pytestmark = [pytest.mark.real_weights, pytest.mark.slow]
 
 
-def test_sixty_steps_on_coco128_cut_the_style_loss_by_a_third(tmp_path):
+def test_sixty_steps_on_coco128_cut_the_style_loss_by_a_fifth(tmp_path):
     weights = require(VGG16_BN_OFFLINE)
     data = require(COCO128)
     style = require(STYLES / "starry_night.jpg")
@@ -33,4 +33,6 @@ def test_sixty_steps_on_coco128_cut_the_style_loss_by_a_third(tmp_path):
     assert len(style) == 60
     first, last = statistics.mean(style[:5]), statistics.mean(style[-5:])
     print(f"style loss: first 5 steps {first:.4g}, last 5 steps {last:.4g}")
-    assert last <= first * (2 / 3), (first, last)
+    # With balanced layers the deep layers count as much as relu1_2, whose colour statistics alone
+    # used to fall fastest; 60 steps measured a cut of 27% (4.93 -> 3.61).
+    assert last <= first * 0.8, (first, last)
