@@ -14,9 +14,10 @@ declare -A RUNS=(
     [w3]="loss.style_weight=3"
     [w5]="loss.style_weight=5"
     [w3_crop192]="loss.style_weight=3 data.image_size=192"
+    [w3_tv50]="loss.style_weight=3 loss.tv_weight=50"
 )
 names=("$@")
-[ ${#names[@]} -eq 0 ] && names=(w10 w1 w3 w5 w3_crop192)
+[ ${#names[@]} -eq 0 ] && names=(w10 w1 w3 w5 w3_crop192 w3_tv50)
 mkdir -p runs/sweep/photos
 cp "$SHARED/data/content/amber.jpg" "$SHARED/data/content/cornell.jpg" runs/sweep/photos/
 for name in "${names[@]}"; do

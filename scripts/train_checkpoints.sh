@@ -18,7 +18,7 @@ for style in "${styles[@]}"; do
     "$PYTHON" -m fast_style.cli.main train "experiment=$experiment" \
         "style_image=$SHARED/data/styles/$style.jpg" "data.root=$SHARED/data/coco128" \
         loss.network=vgg16_bn "loss.weights=$SHARED/weights/vgg16_bn_features_offline.pt" \
-        "hydra.run.dir=$run"
+        "hydra.run.dir=$run" overwrite=true trainer.enable_progress_bar=false
     seconds=$(( $(date +%s) - start ))
     "$PYTHON" -m fast_style.cli.main export "$run/checkpoints/last.ckpt" -o "checkpoints/$name.safetensors" --overwrite
     echo "$name: trained in ${seconds} s" | tee -a runs/checkpoints/timings.txt

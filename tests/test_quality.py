@@ -100,3 +100,41 @@ def test_training_records_the_loss_and_export_carries_it(tmp_path, image_folder,
     assert len(loss["resolved_style_layer_weights"]) == len(loss["style_layers"])
     assert loss["weights"] == "none"
     json.dumps(loss)  # plain values only
+
+
+def test_quality_benchmark_scores_a_model_with_its_own_loss(tmp_path, image_folder, style_path, capsys):
+    from PIL import Image
+
+    from benchmarks.quality import main as quality
+    from fast_style.cli.main import main
+    from tests.test_training import train
+
+    run = tmp_path / "run"
+    assert train(run, image_folder, style_path, "trainer.max_steps=2") == 0
+    model = tmp_path / "tiny.safetensors"
+    assert main(["export", str(run / "checkpoints" / "last.ckpt"), "-o", str(model)]) == 0
+    photos = tmp_path / "held_out"
+    photos.mkdir()
+    for i, path in enumerate(sorted(image_folder.iterdir())[:2]):
+        Image.open(path).save(photos / f"p{i}.png")
+    out = tmp_path / "quality"
+    code = quality([str(model), "--content", str(photos), "--styles", str(style_path.parent), "--size", "32",
+                    "--max-steps", "3", "--out", str(out), "--no-progress", "--backend", "torch"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert {p.name for p in out.iterdir()} == {"quality.md", "quality.csv", "quality.png"}
+    rows = (out / "quality.csv").read_text().splitlines()
+    assert len(rows) == 3 and rows[0].startswith("model,photo,content,style,total,lbfgs_steps")
+    assert "| tiny | p0 |" in printed and "Means over the photos" in printed
+    sheet = Image.open(out / "quality.png")
+    assert sheet.width > sheet.height  # photo | style | model | L-BFGS, one row per photo
+
+
+def test_quality_benchmark_needs_the_models_weights_file(tmp_path, style_path, capsys):
+    from benchmarks.quality import main as quality
+    from tests.test_compare import write_model
+
+    model = write_model(tmp_path, loss=dict(RECORDED, style_image=style_path.name))
+    code = quality([str(model), "--content", str(tmp_path), "--styles", str(style_path.parent)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "weights file features.pt" in err[0], err

@@ -13,25 +13,11 @@ from PIL import Image
 
 from fast_style.cli.main import main
 from tests.conftest import random_image, tiny_checkpoint
+from tests.test_training import TINY
 
 pytestmark = pytest.mark.filterwarnings("ignore:loss.weights=none", "ignore::UserWarning")
 
-TINY_TRAIN = [
-    "loss.network=vgg16",
-    "loss.weights=none",
-    "data.image_size=32",
-    "data.batch_size=2",
-    "data.num_workers=0",
-    "data.num_sample_images=2",
-    "model.channels=[4,8,8]",
-    "model.num_residual=1",
-    "style_size=32",
-    "trainer.accelerator=cpu",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
-    "trainer.log_every_n_steps=1",
-    "trainer.max_epochs=-1",
-]
+TINY_TRAIN = TINY  # the tiny training settings of test_training
 
 
 def train(run: Path, photos: Path, style: Path, *extra: str) -> int:
