@@ -14,12 +14,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from fast_style import __version__, runtime
-from fast_style.checkpoints import read_training_checkpoint
+from fast_style import __version__
+from fast_style.checkpoints import check_finite_weights, read_training_checkpoint
 from fast_style.errors import FastStyleError
 from fast_style.files import atomic_path
 from fast_style.models import build_model, check_model_spec, model_config
-from fast_style.runtime import ONNX_OPSET
+from fast_style.inference import onnx_runtime
+from fast_style.inference.onnx_runtime import ONNX_OPSET
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -118,9 +119,7 @@ def model_metadata(net: nn.Module, info: dict[str, Any]) -> dict[str, str]:
 
 def _check_finite(net: nn.Module, source: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     tensors = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
-    bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if bad:
-        raise FastStyleError(f"{source} has non-finite weights ({bad[0]} ...); refusing to export")
+    check_finite_weights(tensors, str(source), "refusing to export")
     return tensors
 
 
@@ -143,11 +142,11 @@ def export_onnx(
     The graph takes ``image`` ``(B, 3, H, W)`` in [0, 1] with ``H`` and ``W`` multiples of the
     ``multiple`` metadata entry (4); callers reflect-pad and crop, as ``fast-style stylize`` does.
     """
-    if not runtime.available():
+    if not onnx_runtime.available():
         raise FastStyleError("ONNX export needs onnx and onnxruntime: pip install onnx onnxruntime")
     net, info = load_network(ckpt_path)
     _check_finite(net, ckpt_path)
-    model = runtime.onnx_graph(net, opset=opset, metadata=model_metadata(net, info))
+    model = onnx_runtime.onnx_graph(net, opset=opset, metadata=model_metadata(net, info))
     with atomic_path(out_path) as tmp:
         Path(tmp).write_bytes(model.SerializeToString())
     return Path(out_path)

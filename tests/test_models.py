@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from fast_style.models import FastTransformerNet, TransformerNet, build_model, model_config
+from fast_style.models import FastTransformerNet, InstanceNorm, TransformerNet, build_model, model_config
 
 
 @pytest.mark.parametrize("cls", [TransformerNet, FastTransformerNet])
@@ -23,7 +23,7 @@ def test_default_architecture_matches_johnson():
     assert [c.stride for c in convs[1:3]] == [(2, 2), (2, 2)]
     assert len(net.residuals) == 5
     assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in net.modules())
-    norms = [m for m in net.modules() if isinstance(m, torch.nn.InstanceNorm2d)]
+    norms = [m for m in net.modules() if isinstance(m, InstanceNorm)]
     assert norms and all(n.affine for n in norms)
     assert any(isinstance(m, torch.nn.ReflectionPad2d) for m in net.modules())
 
