@@ -23,7 +23,7 @@ class TransformNetwork(nn.Module):
     instance-norm methods let tiled inference normalize every tile with one image's statistics.
     """
 
-    arch: ClassVar[str]
+    arch: ClassVar[str] = ""  # the registry name; set by each network
     multiple: ClassVar[int] = 4
     # Reflection padding needs each side above its pad width: 8 px in, 2 px after two stride-2 convs.
     min_side: ClassVar[int] = 8

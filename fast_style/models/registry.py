@@ -31,10 +31,9 @@ def build_model(arch: str, **kwargs: Any) -> TransformNetwork:
 def model_config(net: torch.nn.Module) -> dict[str, Any]:
     """``{"arch": name, "kwargs": constructor arguments}`` for a registered network."""
     net = getattr(net, "_orig_mod", net)  # torch.compile wrapper
-    arch = getattr(net, "arch", None)
-    if arch not in MODELS or not isinstance(net, MODELS[arch]):
+    if not isinstance(net, TransformNetwork) or not isinstance(net, MODELS.get(net.arch, ())):
         raise ValueError(f"{type(net).__name__} is not a registered transform network")
-    return {"arch": arch, "kwargs": net.config()}
+    return {"arch": net.arch, "kwargs": net.config()}
 
 
 # Far above any network worth stylizing with, far below one that cannot be allocated.
