@@ -43,7 +43,9 @@ class OnnxRuntimeBackend:
 
     name = "onnxruntime"
 
-    def __init__(self, session: Any = None, *, net: TransformNetwork | None = None, multiple: int = 4, device: torch.device) -> None:
+    def __init__(
+        self, session: Any = None, *, net: TransformNetwork | None = None, multiple: int = 4, device: torch.device
+    ) -> None:
         if session is None and net is None:
             raise ValueError("OnnxRuntimeBackend needs a session or a network")
         self._session = session
