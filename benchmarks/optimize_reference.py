@@ -40,9 +40,10 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.common import Case, device_line, interleaved, markdown_table  # noqa: E402
 from benchmarks.reference import ReferenceOptimizer  # noqa: E402
 from fast_style.cli.optimize import pixel_optimizer_settings  # noqa: E402
+from fast_style.devices import resolve_device  # noqa: E402
 from fast_style.images import load_image_tensor  # noqa: E402
 from fast_style.losses import NETWORKS, PerceptualLoss, layer_index_map, load_vgg_features  # noqa: E402
-from fast_style.optimize import optimize_pixels, resolve_device  # noqa: E402
+from fast_style.optimize import optimize_pixels  # noqa: E402
 
 OptimizerFactory = Callable[[list[torch.Tensor]], torch.optim.Optimizer]
 

@@ -22,8 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from fast_style.compare import PeakMemory  # noqa: E402
+from fast_style.devices import resolve_device  # noqa: E402
 from fast_style.images import load_image_tensor  # noqa: E402
-from fast_style.optimize import optimize_pixels, resolve_device  # noqa: E402
+from fast_style.optimize import optimize_pixels  # noqa: E402
 
 
 def main() -> None:

@@ -5,12 +5,22 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fast_style.errors import FastStyleError, one_line
 
-__all__ = ["describe_content", "newest_valid_checkpoint", "read_torch_file", "read_training_checkpoint"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "check_finite_weights",
+    "describe_content",
+    "newest_valid_checkpoint",
+    "read_torch_file",
+    "read_training_checkpoint",
+]
 
 log = logging.getLogger("fast_style")
 
@@ -71,6 +81,15 @@ def read_torch_file(path: str | os.PathLike[str], what: str = "checkpoint") -> A
         ) from None
     except Exception as exc:  # truncated zip, bad records, ...
         raise FastStyleError(f"{what} {path} is truncated or corrupt ({one_line(exc, 160)})") from None
+
+
+def check_finite_weights(tensors: Mapping[str, torch.Tensor], source: str, consequence: str) -> None:
+    """Refuse weights that hold NaN or infinity, naming the first such tensor and ``consequence``."""
+    import torch
+
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise FastStyleError(f"{source} contains non-finite weights ({bad[0]}); {consequence}")
 
 
 def read_training_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:

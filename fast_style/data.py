@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from fast_style.errors import FastStyleError
-from fast_style.images import IMAGE_EXTENSIONS
+from fast_style.images import IMAGE_EXTENSIONS, folder_images
 
 __all__ = ["ImageFolderDataset", "StyleDataModule", "collate_skip_bad", "find_images"]
 
@@ -28,9 +28,7 @@ def find_images(root: str | os.PathLike[str]) -> list[Path]:
         raise FastStyleError(f"data folder not found: {root}")
     if not root.is_dir():
         raise FastStyleError(f"data.root must be a folder of images, got a file: {root}")
-    files = sorted(
-        p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
-    )
+    files = folder_images(root)
     if not files:
         raise FastStyleError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {root}")
     return files

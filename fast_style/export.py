@@ -12,14 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
-from fast_style import __version__, runtime
-from fast_style.checkpoints import read_training_checkpoint
+from fast_style import __version__
+from fast_style.checkpoints import check_finite_weights, read_training_checkpoint
 from fast_style.errors import FastStyleError
 from fast_style.files import atomic_path
-from fast_style.models import build_model, check_model_spec, model_config
-from fast_style.runtime import ONNX_OPSET
+from fast_style.inference import loading, onnx_runtime
+from fast_style.inference.onnx_runtime import ONNX_OPSET
+from fast_style.models import TransformNetwork, build_model, check_model_spec, model_config
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -39,7 +39,7 @@ _NET_PREFIX = "net."
 _COMPILED_PREFIX = "_orig_mod."
 
 
-def load_training_checkpoint(path: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, Any]]:
+def load_training_checkpoint(path: str | os.PathLike[str]) -> tuple[TransformNetwork, dict[str, Any]]:
     """Rebuild the transform network from a ``fast-style train`` checkpoint; also return its metadata.
 
     Loaded with ``weights_only=True``: a checkpoint that needs arbitrary pickled objects is refused
@@ -68,14 +68,12 @@ def load_training_checkpoint(path: str | os.PathLike[str]) -> tuple[nn.Module, d
     return net.eval(), info
 
 
-def load_network(path: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, Any]]:
+def load_network(path: str | os.PathLike[str]) -> tuple[TransformNetwork, dict[str, Any]]:
     """The network and metadata of a training checkpoint, or of an exported ``.safetensors`` file."""
     path = Path(path)
     if path.suffix.lower() == ".safetensors" and _starts_like_safetensors(path):
-        from fast_style.inference import Stylizer
-
-        stylizer = Stylizer.from_file(path, backend="torch")
-        meta = stylizer.metadata
+        meta = loading.read_metadata(path)
+        net = loading.load_network(path, meta)
         info = {
             "model": {"arch": meta["arch"], "kwargs": meta["model_kwargs"]},
             "style_name": meta.get("style_name", ""),
@@ -83,7 +81,7 @@ def load_network(path: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, Any
             "global_step": int(meta.get("training", {}).get("global_step", 0)),
             "epoch": int(meta.get("training", {}).get("epoch", 0)),
         }
-        return stylizer.net, info
+        return net.eval(), info
     return load_training_checkpoint(path)
 
 
@@ -99,7 +97,7 @@ def _starts_like_safetensors(path: Path) -> bool:
     return describe_content(head) is not None
 
 
-def model_metadata(net: nn.Module, info: dict[str, Any]) -> dict[str, str]:
+def model_metadata(net: TransformNetwork, info: dict[str, Any]) -> dict[str, str]:
     """String metadata stored in every inference file: enough to rebuild ``net`` without training code."""
     config = model_config(net)
     return {
@@ -107,7 +105,7 @@ def model_metadata(net: nn.Module, info: dict[str, Any]) -> dict[str, str]:
         "format_version": FORMAT_VERSION,
         "arch": config["arch"],
         "model_kwargs": json.dumps(config["kwargs"]),
-        "multiple": str(int(getattr(net, "multiple", 1))),
+        "multiple": str(net.multiple),
         "style_name": str(info.get("style_name", "")),
         "training": json.dumps(
             {"global_step": info.get("global_step", 0), "epoch": info.get("epoch", 0), "loss": info.get("loss", {})}
@@ -116,11 +114,9 @@ def model_metadata(net: nn.Module, info: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def _check_finite(net: nn.Module, source: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+def _check_finite(net: TransformNetwork, source: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     tensors = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
-    bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if bad:
-        raise FastStyleError(f"{source} has non-finite weights ({bad[0]} ...); refusing to export")
+    check_finite_weights(tensors, str(source), "refusing to export")
     return tensors
 
 
@@ -143,11 +139,11 @@ def export_onnx(
     The graph takes ``image`` ``(B, 3, H, W)`` in [0, 1] with ``H`` and ``W`` multiples of the
     ``multiple`` metadata entry (4); callers reflect-pad and crop, as ``fast-style stylize`` does.
     """
-    if not runtime.available():
+    if not onnx_runtime.available():
         raise FastStyleError("ONNX export needs onnx and onnxruntime: pip install onnx onnxruntime")
     net, info = load_network(ckpt_path)
     _check_finite(net, ckpt_path)
-    model = runtime.onnx_graph(net, opset=opset, metadata=model_metadata(net, info))
+    model = onnx_runtime.onnx_graph(net, opset=opset, metadata=model_metadata(net, info))
     with atomic_path(out_path) as tmp:
         Path(tmp).write_bytes(model.SerializeToString())
     return Path(out_path)

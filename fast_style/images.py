@@ -20,6 +20,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "MAX_PIXELS",
     "decode_image",
+    "folder_images",
     "image_format_for",
     "image_to_tensor",
     "load_image",
@@ -66,6 +67,12 @@ def _read(source: Path | BinaryIO, label: str, limit: int, formats: Sequence[str
         raise FastStyleError(f"not an image (or an unsupported format): {label}") from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise FastStyleError(f"cannot read image {label}: {exc}") from None
+
+
+def folder_images(folder: str | os.PathLike[str]) -> list[Path]:
+    """The image files below ``folder`` (recursive, by extension), sorted; empty if there are none."""
+    root = Path(folder)
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
 
 
 def open_image(path: str | os.PathLike[str], max_pixels: int | None = None) -> Image.Image:

@@ -44,7 +44,6 @@ __all__ = [
     "optimize_image",
     "optimize_pixels",
     "resize_to",
-    "resolve_device",
     "scale_sizes",
 ]
 
@@ -123,27 +122,6 @@ def _resize_long_side(images: torch.Tensor, long_side: int) -> torch.Tensor:
     h, w = images.shape[-2:]
     scale = long_side / max(h, w)
     return resize_to(images, (max(1, round(h * scale)), max(1, round(w * scale))))
-
-
-def resolve_device(device: str | None = "auto") -> torch.device:
-    """``auto`` picks CUDA, then Apple MPS, then the CPU; anything else must name an available device."""
-    if device in (None, "", "auto"):
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        resolved = torch.device(str(device))
-    except RuntimeError as exc:
-        raise FastStyleError(f"bad device {device!r}: {exc}") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise FastStyleError(f"device={device} but CUDA is not available here; use device=cpu or device=auto")
-    if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
-        raise FastStyleError(f"device={device} but this machine has {torch.cuda.device_count()} CUDA device(s)")
-    if resolved.type == "mps" and not torch.backends.mps.is_available():
-        raise FastStyleError(f"device={device} but MPS is not available here; use device=cpu or device=auto")
-    return resolved
 
 
 def scale_sizes(height: int, width: int, scales: int) -> list[tuple[int, int]]:

@@ -72,13 +72,13 @@ def tiny_checkpoint(path: Path, seed: int = 0, prefix: str = "net.", **kwargs: o
     """A training checkpoint as ``fast-style train`` writes it (network weights + fast_style metadata)."""
     import torch
 
-    from fast_style.models import TransformerNet, model_config
+    from fast_style.models import InstanceNorm, TransformerNet, model_config
 
     torch.manual_seed(seed)
     net = TransformerNet(**{**TINY_NET, **kwargs})
     with torch.no_grad():  # non-trivial affine norms, so a wrong load would show
         for module in net.modules():
-            if isinstance(module, torch.nn.InstanceNorm2d):
+            if isinstance(module, InstanceNorm):
                 module.weight.uniform_(0.5, 1.5)
                 module.bias.uniform_(-0.2, 0.2)
     ckpt = {

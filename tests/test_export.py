@@ -51,7 +51,7 @@ def test_onnxruntime_backend_matches_torch(tiny_ckpt: Path, tmp_path: Path) -> N
 @pytest.mark.parametrize("arch", ["johnson", "fast"])
 def test_onnx_graph_runs_wide_rgb_head_on_pixel_blocks(arch: str) -> None:
     """The 9x9 three-channel head becomes SpaceToDepth -> conv -> DepthToSpace; 3x3 heads stay as they are."""
-    from fast_style import runtime
+    from fast_style.inference import onnx_runtime
     from fast_style.models import FastTransformerNet
 
     torch.manual_seed(0)
@@ -59,20 +59,20 @@ def test_onnx_graph_runs_wide_rgb_head_on_pixel_blocks(arch: str) -> None:
     with torch.no_grad():
         for param in net.parameters():  # random non-trivial weights, not the identity-like init
             param.add_(torch.randn_like(param) * 0.1)
-    graph = runtime.onnx_graph(net)
+    graph = onnx_runtime.onnx_graph(net)
     ops = [node.op_type for node in graph.graph.node]
     assert ("SpaceToDepth" in ops and ops[-1] == "DepthToSpace") == (arch == "johnson")
     images = torch.rand(2, 3, 36, 52)
     with torch.no_grad():
         expected = net(images)
-    got = runtime.run_session(runtime.build_session(graph), images)
+    got = onnx_runtime.run_session(onnx_runtime.build_session(graph), images)
     assert (got - expected).abs().max().item() < 1e-5
 
 
 def test_blocked_conv_weights_equal_the_plain_conv() -> None:
     import torch.nn.functional as F
 
-    from fast_style.runtime import _blocked_weights
+    from fast_style.inference.onnx_runtime import _blocked_weights
 
     torch.manual_seed(0)
     weight, bias = torch.randn(3, 5, 5, 5), torch.randn(3)
@@ -86,19 +86,19 @@ def test_blocked_conv_weights_equal_the_plain_conv() -> None:
 
 
 def test_backend_falls_back_to_torch_without_onnxruntime(tiny_ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from fast_style import runtime
+    from fast_style.inference import onnx_runtime
     from fast_style.errors import FastStyleError
 
     out = tmp_path / "model.safetensors"
     assert cli_main(["export", str(tiny_ckpt), "-o", str(out)]) == 0
-    monkeypatch.setattr(runtime, "available", lambda: False)
+    monkeypatch.setattr(onnx_runtime, "available", lambda: False)
     assert Stylizer.from_file(out).backend == "torch"
     with pytest.raises(FastStyleError, match="needs onnx and onnxruntime"):
         Stylizer.from_file(out, backend="onnxruntime")
 
 
 def test_onnx_graphs_are_cached_by_weights(tiny_ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from fast_style import runtime
+    from fast_style.inference import onnx_runtime
 
     cache = tmp_path / "cache"
     monkeypatch.setenv("FAST_STYLE_CACHE", str(cache))
@@ -110,7 +110,7 @@ def test_onnx_graphs_are_cached_by_weights(tiny_ckpt: Path, tmp_path: Path, monk
     assert len(cached) == 1
 
     built = []
-    monkeypatch.setattr(runtime, "onnx_graph", lambda *a, **k: built.append(1) or pytest.fail("graph rebuilt"))
+    monkeypatch.setattr(onnx_runtime, "onnx_graph", lambda *a, **k: built.append(1) or pytest.fail("graph rebuilt"))
     assert torch.equal(Stylizer.from_file(out).stylize_tensor(images), first)  # served from the cache
     assert built == []
 

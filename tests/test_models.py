@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from fast_style.models import FastTransformerNet, TransformerNet, build_model, model_config
+from fast_style.models import FastTransformerNet, InstanceNorm, TransformerNet, build_model, model_config
 
 
 @pytest.mark.parametrize("cls", [TransformerNet, FastTransformerNet])
@@ -23,7 +23,7 @@ def test_default_architecture_matches_johnson():
     assert [c.stride for c in convs[1:3]] == [(2, 2), (2, 2)]
     assert len(net.residuals) == 5
     assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in net.modules())
-    norms = [m for m in net.modules() if isinstance(m, torch.nn.InstanceNorm2d)]
+    norms = [m for m in net.modules() if isinstance(m, InstanceNorm)]
     assert norms and all(n.affine for n in norms)
     assert any(isinstance(m, torch.nn.ReflectionPad2d) for m in net.modules())
 
@@ -118,3 +118,34 @@ def test_upsample_conv_trains_under_torch_compile(one_thread):
     (eager_grad,) = torch.autograd.grad(eager, x)
     torch.testing.assert_close(compiled, eager)
     torch.testing.assert_close(grad, eager_grad)
+
+
+@pytest.mark.parametrize("cls", [TransformerNet, FastTransformerNet])
+def test_recorded_norm_statistics_reproduce_the_whole_image(cls):
+    torch.manual_seed(0)
+    net = cls(channels=(4, 8, 8), num_residual=1).eval()
+    x = torch.rand(1, 3, 64, 48)
+    with torch.no_grad():
+        whole = net(x)
+        stats = net.record_norm_statistics(x, band_elements=64)  # bands of a few rows: same result
+        assert len(stats) == len(net.instance_norms())
+        with net.shared_norm_statistics(stats):
+            shared = net(x)
+            top = net.forward_aligned(x[..., :48, :])  # a tile normalized like the whole image
+    assert torch.allclose(shared, whole, atol=1e-5)
+    inside = 48 - net.receptive_radius()  # rows that see no edge of the tile
+    assert torch.allclose(top[..., :inside, :], whole[..., :inside, :], atol=1e-5)
+    assert all(norm.statistics is None and not norm.recording for norm in net.instance_norms())
+
+
+def test_instance_norm_matches_torch_and_loads_its_state_dict():
+    reference = torch.nn.InstanceNorm2d(6, affine=True)
+    with torch.no_grad():
+        reference.weight.uniform_(0.5, 1.5)
+        reference.bias.uniform_(-0.2, 0.2)
+    norm = InstanceNorm(6)
+    norm.load_state_dict(reference.state_dict(), strict=True)
+    x = torch.randn(2, 6, 9, 11)
+    assert torch.allclose(norm(x), reference(x), atol=1e-6)
+    norm.statistics = (x.mean((2, 3)), x.var((2, 3), unbiased=False))
+    assert torch.allclose(norm(x.clone()), reference(x), atol=1e-5)

@@ -190,12 +190,12 @@ def test_crafted_metadata_is_refused_before_building(tmp_path, tiny_model, photo
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
-    import fast_style.inference
+    import fast_style.inference.loading
 
     def never(*args, **kw):
         raise AssertionError("a network was built from unchecked metadata")
 
-    monkeypatch.setattr(fast_style.inference, "build_model", never)
+    monkeypatch.setattr(fast_style.inference.loading, "build_model", never)
     with safe_open(str(tiny_model), "pt") as fh:
         metadata = dict(fh.metadata())
     crafted = tmp_path / "crafted.safetensors"

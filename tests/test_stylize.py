@@ -221,8 +221,8 @@ def test_large_image_is_tiled_automatically(tiny_model: Path, tmp_path: Path, mo
     pixels = np.asarray(Image.open(photo(tmp_path / "big.png", (160, 128), seed=4)))
     whole = stylizer.stylize_array(pixels).astype(int)
     sizes: list[tuple[int, int]] = []
-    forward = stylizer._forward_aligned
-    monkeypatch.setattr(stylizer, "_forward_aligned", lambda x: (sizes.append(tuple(x.shape[-2:])), forward(x))[1])
+    forward = stylizer.net.forward_aligned
+    monkeypatch.setattr(stylizer.net, "forward_aligned", lambda x: (sizes.append(tuple(x.shape[-2:])), forward(x))[1])
     # Over the limit: tiles, with statistics from a copy at most a quarter of the size.
     stylizer.auto_tile_pixels = 160 * 128 // 4
     tiled = stylizer.stylize_array(pixels).astype(int)
@@ -234,15 +234,15 @@ def test_out_of_memory_falls_back_to_tiles(tiny_model: Path, tmp_path: Path, mon
     stylizer = Stylizer.from_file(tiny_model)
     pixels = np.asarray(Image.open(photo(tmp_path / "big.png", (150, 140), seed=5)))
     whole = stylizer.stylize_array(pixels).astype(int)
-    forward = stylizer._forward
+    forward = stylizer.net.forward
 
     def limited(x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] * x.shape[-2] > 100 * 100:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
         return forward(x)
 
-    monkeypatch.setattr(stylizer, "_forward", limited)
-    monkeypatch.setattr("fast_style.inference.DEFAULT_TILE", 96)
+    monkeypatch.setattr(stylizer.net, "forward", limited)
+    monkeypatch.setattr("fast_style.inference.tiling.DEFAULT_TILE", 96)
     stylizer.auto_tile_pixels = 200 * 200
     tiled = stylizer.stylize_array(pixels).astype(int)
     assert np.abs(tiled - whole).mean() < 12
@@ -529,7 +529,7 @@ def test_safetensors_header_is_what_the_loader_checks(tiny_model: Path) -> None:
 
 
 def test_pickle_sniffing_does_not_mistake_safetensors() -> None:
-    from fast_style.inference import _is_safetensors, _looks_like_pickle
+    from fast_style.inference.loading import _is_safetensors, _looks_like_pickle
 
     # a safetensors header of 0x0580 bytes starts with the same byte as a pickle PROTO opcode
     head = (0x0580).to_bytes(8, "little") + b'{"'

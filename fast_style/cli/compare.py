@@ -94,7 +94,8 @@ def compare(cfg: DictConfig) -> Path:
     from fast_style.compare import markdown_table, run_compare, write_outputs
     from fast_style.images import load_image_tensor
     from fast_style.inference import Stylizer
-    from fast_style.optimize import INITS, MIN_SIDE, resolve_device
+    from fast_style.devices import resolve_device
+    from fast_style.optimize import INITS, MIN_SIDE
     from fast_style.trained_loss import recorded_loss
     from fast_style.validation import check_image_sides
 

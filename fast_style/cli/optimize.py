@@ -107,7 +107,8 @@ def optimize(cfg: DictConfig) -> Path:
     from hydra.utils import instantiate
 
     from fast_style.images import load_image_tensor, tensor_to_image
-    from fast_style.optimize import MIN_SIDE, INITS, TensorBoardMonitor, optimize_image, resolve_device, scale_sizes
+    from fast_style.devices import resolve_device
+    from fast_style.optimize import MIN_SIDE, INITS, TensorBoardMonitor, optimize_image, scale_sizes
     from fast_style.validation import check_image_sides
 
     # Cheap checks first, so a typo fails in a second rather than after loading VGG.

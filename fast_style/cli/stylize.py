@@ -17,7 +17,7 @@ from PIL import Image
 
 from fast_style.errors import FastStyleError, one_line
 from fast_style.files import check_writable
-from fast_style.images import IMAGE_EXTENSIONS, image_format_for, open_image, save_image
+from fast_style.images import IMAGE_EXTENSIONS, folder_images, image_format_for, open_image, save_image
 
 __all__ = ["Job", "main", "plan_jobs"]
 
@@ -39,10 +39,6 @@ class Job:
     source: Path
     target: Path
     error: str | None = None
-
-
-def _folder_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
 
 
 def plan_jobs(inputs: Sequence[str], output: str) -> list[Job]:
@@ -69,7 +65,7 @@ def plan_jobs(inputs: Sequence[str], output: str) -> list[Job]:
         for name in inputs:
             source = Path(name)
             if source.is_dir():
-                found = _folder_images(source)
+                found = folder_images(source)
                 if not found:
                     jobs.append(Job(source, out, f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder {source}"))
                 jobs.extend(Job(p, out / p.relative_to(source)) for p in found)

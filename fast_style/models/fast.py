@@ -8,7 +8,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from fast_style.models.layers import ConvLayer, pad_to_multiple, upsample2x_conv3x3
+from fast_style.models.base import TransformNetwork
+from fast_style.models.layers import BandedConv2d, ConvLayer, upsample2x_conv3x3
+from fast_style.models.norm import InstanceNorm
 
 __all__ = ["FastTransformerNet", "SeparableConv", "SeparableUpsample"]
 
@@ -22,9 +24,9 @@ class SeparableConv(nn.Sequential):
     def __init__(self, in_channels: int, out_channels: int, relu: bool = True) -> None:
         layers: list[nn.Module] = [
             nn.ReflectionPad2d(1),
-            nn.Conv2d(in_channels, in_channels, 3, groups=in_channels, bias=False),
-            nn.Conv2d(in_channels, out_channels, 1),
-            nn.InstanceNorm2d(out_channels, affine=True),
+            BandedConv2d(in_channels, in_channels, 3, groups=in_channels, bias=False),
+            BandedConv2d(in_channels, out_channels, 1),
+            InstanceNorm(out_channels),
         ]
         if relu:
             layers.append(nn.ReLU(inplace=True))
@@ -40,9 +42,9 @@ class SeparableUpsample(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
-        self.pointwise = nn.Conv2d(in_channels, out_channels, 1)
+        self.pointwise = BandedConv2d(in_channels, out_channels, 1)
         self.depthwise = nn.Conv2d(out_channels, out_channels, 3, groups=out_channels, bias=False)
-        self.norm = nn.InstanceNorm2d(out_channels, affine=True)
+        self.norm = InstanceNorm(out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dw = self.depthwise
@@ -59,7 +61,7 @@ class _SeparableResidual(nn.Module):
         return x + self.body(x)
 
 
-class FastTransformerNet(nn.Module):
+class FastTransformerNet(TransformNetwork):
     """Johnson's layout, slimmed: narrower widths, a 5x5 first and 3x3 last conv, separable residual
     and decoder convs.
 
@@ -67,9 +69,6 @@ class FastTransformerNet(nn.Module):
     """
 
     arch = "fast"
-    multiple = 4
-    # Reflection padding needs each side above its pad width: 8 px in, 2 px after the two stride-2 convs.
-    min_side = 8
 
     def __init__(self, channels: Sequence[int] = (16, 32, 64), num_residual: int = 4) -> None:
         super().__init__()
@@ -102,7 +101,3 @@ class FastTransformerNet(nn.Module):
         """Stylize ``(B, 3, H, W)`` in [0, 1] whose ``H`` and ``W`` are multiples of ``multiple``."""
         y = self.residuals(self.encoder(x))
         return torch.sigmoid(self.head(self.up2(self.up1(y))))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        return self.forward_aligned(pad_to_multiple(x, self.multiple, self.min_side))[..., :h, :w]

@@ -6,7 +6,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from fast_style.models.norm import InstanceNorm
+
 __all__ = [
+    "BandedConv2d",
     "ConvLayer",
     "ResidualBlock",
     "UpsampleConvLayer",
@@ -17,6 +20,32 @@ __all__ = [
 
 
 _BAND_ELEMENTS = 1 << 25
+
+
+class BandedConv2d(nn.Conv2d):
+    """An unpadded ``nn.Conv2d`` that, when ``band_elements`` is set, runs a band of rows at a time.
+
+    The result is the same; the convolution library's scratch copies of input and output then stay
+    the size of one band instead of the whole image. Off (``None``) by default.
+    """
+
+    band_elements: int | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.band_elements is None or self.padding != (0, 0):
+            return super().forward(x)
+        b, c, h, w = x.shape
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
+        out_h, out_w = (h - dh * (kh - 1) - 1) // sh + 1, (w - dw * (kw - 1) - 1) // sw + 1
+        band = max(1, self.band_elements // max(1, b * c * w * sh))
+        if band >= out_h:
+            return super().forward(x)
+        out = x.new_empty(b, self.out_channels, out_h, out_w)
+        for top in range(0, out_h, band):
+            bottom = min(out_h, top + band)
+            rows = x[:, :, top * sh : (bottom - 1) * sh + dh * (kh - 1) + 1]
+            out[:, :, top:bottom] = super().forward(rows)
+        return out
 
 
 class ConvLayer(nn.Sequential):
@@ -33,10 +62,10 @@ class ConvLayer(nn.Sequential):
     ) -> None:
         layers: list[nn.Module] = [
             nn.ReflectionPad2d(kernel_size // 2),
-            nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride),
+            BandedConv2d(in_channels, out_channels, kernel_size, stride=stride),
         ]
         if norm:
-            layers.append(nn.InstanceNorm2d(out_channels, affine=True))
+            layers.append(InstanceNorm(out_channels))
         if relu:
             layers.append(nn.ReLU(inplace=True))
         super().__init__(*layers)

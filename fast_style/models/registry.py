@@ -6,20 +6,20 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from torch import nn
 
+from fast_style.models.base import TransformNetwork
 from fast_style.models.fast import FastTransformerNet
 from fast_style.models.transformer import TransformerNet
 
 __all__ = ["MAX_CHANNELS", "MAX_RESIDUAL", "MODELS", "build_model", "check_model_spec", "model_config"]
 
-MODELS: dict[str, type[nn.Module]] = {
+MODELS: dict[str, type[TransformNetwork]] = {
     TransformerNet.arch: TransformerNet,
     FastTransformerNet.arch: FastTransformerNet,
 }
 
 
-def build_model(arch: str, **kwargs: Any) -> nn.Module:
+def build_model(arch: str, **kwargs: Any) -> TransformNetwork:
     """Build a transform network by its registered architecture name."""
     try:
         cls = MODELS[arch]
@@ -28,13 +28,12 @@ def build_model(arch: str, **kwargs: Any) -> nn.Module:
     return cls(**kwargs)
 
 
-def model_config(net: nn.Module) -> dict[str, Any]:
+def model_config(net: torch.nn.Module) -> dict[str, Any]:
     """``{"arch": name, "kwargs": constructor arguments}`` for a registered network."""
     net = getattr(net, "_orig_mod", net)  # torch.compile wrapper
-    arch = getattr(net, "arch", None)
-    if arch not in MODELS or not isinstance(net, MODELS[arch]):
+    if not isinstance(net, TransformNetwork) or not isinstance(net, MODELS.get(net.arch, ())):
         raise ValueError(f"{type(net).__name__} is not a registered transform network")
-    return {"arch": arch, "kwargs": net.config()}
+    return {"arch": net.arch, "kwargs": net.config()}
 
 
 # Far above any network worth stylizing with, far below one that cannot be allocated.

@@ -8,12 +8,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from fast_style.models.layers import ConvLayer, ResidualBlock, UpsampleConvLayer, pad_to_multiple
+from fast_style.models.base import TransformNetwork
+from fast_style.models.layers import ConvLayer, ResidualBlock, UpsampleConvLayer
 
 __all__ = ["TransformerNet"]
 
 
-class TransformerNet(nn.Module):
+class TransformerNet(TransformNetwork):
     """9x9 conv, two stride-2 convs, residual blocks, two upsample+conv, 9x9 conv.
 
     Takes and returns float images ``(B, 3, H, W)`` in [0, 1]. Any ``H x W`` works: the input is
@@ -21,9 +22,6 @@ class TransformerNet(nn.Module):
     """
 
     arch = "johnson"
-    multiple = 4
-    # Reflection padding needs each side above its pad width: 8 px in, 2 px after the two stride-2 convs.
-    min_side = 8
 
     def __init__(self, channels: Sequence[int] = (32, 64, 128), num_residual: int = 5) -> None:
         super().__init__()
@@ -61,8 +59,3 @@ class TransformerNet(nn.Module):
         y = self.decoder(self.residuals(self.encoder(x)))
         # A bounded output keeps the perceptual loss in the range VGG was trained on.
         return torch.sigmoid(y)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        x = pad_to_multiple(x, self.multiple, self.min_side)
-        return self.forward_aligned(x)[..., :h, :w]

@@ -1,4 +1,4 @@
-"""ONNX Runtime as an inference backend: a transform network -> an ONNX graph -> a session.
+"""The onnxruntime backend's machinery: a transform network -> an ONNX graph -> a session.
 
 On CPU, onnxruntime runs the transform networks 1.6 to 2.5 times as fast as eager PyTorch (its
 convolutions keep a blocked memory layout from layer to layer), so ``Stylizer`` uses it for whole
@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from fast_style.errors import FastStyleError
+from fast_style.models import TransformNetwork
 
 __all__ = ["ONNX_OPSET", "available", "build_session", "cache_dir", "onnx_graph", "run_session", "session_for"]
 
@@ -36,13 +37,12 @@ _ELEMENTWISE = ("Sigmoid", "Tanh", "Relu")
 class _AlignedNetwork(nn.Module):
     """The network without its pad-and-crop: the graph takes sizes that are multiples of 4."""
 
-    def __init__(self, net: nn.Module) -> None:
+    def __init__(self, net: TransformNetwork) -> None:
         super().__init__()
         self.net = net
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        aligned = getattr(self.net, "forward_aligned", None)
-        return aligned(images) if aligned is not None else self.net(images)
+        return self.net.forward_aligned(images)
 
 
 def available() -> bool:
@@ -55,7 +55,7 @@ def available() -> bool:
     return True
 
 
-def onnx_graph(net: nn.Module, opset: int = ONNX_OPSET, metadata: dict[str, str] | None = None) -> Any:
+def onnx_graph(net: TransformNetwork, opset: int = ONNX_OPSET, metadata: dict[str, str] | None = None) -> Any:
     """``net`` as an ``onnx.ModelProto``: input ``image`` and output ``stylized``, dynamic batch and size.
 
     The graph expects ``H`` and ``W`` that are multiples of the network's ``multiple`` (4).
@@ -184,20 +184,18 @@ def cache_dir() -> Path | None:
     return Path(base) / "fast_style"
 
 
-def _graph_key(net: nn.Module, opset: int) -> str:
+def _graph_key(net: TransformNetwork, opset: int) -> str:
     from fast_style import __version__
 
     digest = hashlib.sha256(f"{type(net).__module__}.{type(net).__qualname__}|{__version__}|{opset}|{_GRAPH_REVISION}".encode())
-    config = getattr(net, "config", None)
-    if callable(config):
-        digest.update(repr(config()).encode())
+    digest.update(repr(net.config()).encode())
     for name, tensor in net.state_dict().items():
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:32]
 
 
-def session_for(net: nn.Module, device: str = "cpu") -> Any:
+def session_for(net: TransformNetwork, device: str = "cpu") -> Any:
     """An onnxruntime session running ``net``, its graph taken from the cache when built before.
 
     A cache that cannot be read or written is skipped silently (the graph is then built each

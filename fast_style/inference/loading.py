@@ -1,0 +1,132 @@
+"""Inference files: tell them from pickles, read their metadata, rebuild their network.
+
+Pickles (``.pth``, ``.ckpt``, ...) are refused unread, since loading one could run code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from fast_style.checkpoints import check_finite_weights
+from fast_style.errors import FastStyleError, one_line
+from fast_style.inference import onnx_runtime
+from fast_style.models import TransformNetwork, build_model, check_model_spec
+
+__all__ = ["PICKLE_SUFFIXES", "load_network", "read_metadata"]
+
+PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt", ".pkl", ".pickle", ".bin")
+
+
+def _pickle_message(path: Path) -> str:
+    target = path.with_suffix(".safetensors")
+    if target.name == path.name:  # a pickle named .safetensors: do not suggest writing onto it
+        target = path.with_name(f"{path.stem}.exported.safetensors")
+    return (
+        f"{path.name} is a pickle file, which is never loaded for inference (it could run code); "
+        f"export it first: fast-style export {path} -o {target}"
+    )
+
+
+def _looks_like_pickle(head: bytes) -> bool:
+    # torch.save writes a zip archive; plain pickles start with the PROTO opcode.
+    return head.startswith(b"PK\x03\x04") or (len(head) >= 2 and head[0] == 0x80 and head[1] <= 5)
+
+
+def _is_safetensors(head: bytes) -> bool:
+    # 8-byte little-endian header length, then a JSON object.
+    return len(head) > 8 and 2 <= int.from_bytes(head[:8], "little") < 100_000_000 and head[8:9] == b"{"
+
+
+def _check_model_path(path: Path) -> bytes:
+    if not path.exists():
+        raise FastStyleError(f"model file not found: {path}")
+    if path.is_dir():
+        raise FastStyleError(f"expected a model file, got a folder: {path}")
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise FastStyleError(_pickle_message(path))
+    with path.open("rb") as fh:
+        head = fh.read(16)
+    if not head:
+        raise FastStyleError(f"model file is empty: {path}")
+    return head
+
+
+def _decode_metadata(raw: dict[str, str], path: Path) -> dict[str, Any]:
+    if raw.get("format") != "fast_style":
+        raise FastStyleError(f"{path} is not a fast_style model file (no fast_style metadata)")
+    meta: dict[str, Any] = dict(raw)
+    try:
+        meta["model_kwargs"] = json.loads(raw["model_kwargs"])
+        meta["training"] = json.loads(raw.get("training", "{}"))
+    except (KeyError, json.JSONDecodeError) as exc:
+        raise FastStyleError(f"{path} has corrupt metadata ({exc})") from None
+    if not isinstance(meta["model_kwargs"], dict) or not isinstance(meta.get("arch"), str):
+        raise FastStyleError(f"{path} has corrupt metadata (no architecture)")
+    multiple = str(meta.get("multiple", "4"))
+    if not multiple.isdigit() or not 1 <= int(multiple) <= 64:
+        raise FastStyleError(f"{path} has corrupt metadata (multiple={multiple!r}, expected 1 to 64)")
+    return meta
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The header metadata of a fast_style ``.safetensors`` or ``.onnx`` file, with JSON fields decoded."""
+    path = Path(path)
+    head = _check_model_path(path)
+    if _looks_like_pickle(head) and not _is_safetensors(head):
+        raise FastStyleError(_pickle_message(path))
+    if path.suffix.lower() == ".onnx":
+        session = onnx_runtime.build_session(path, "cpu", name=path.name)
+        return _decode_metadata(session.get_modelmeta().custom_metadata_map, path)
+    if not _is_safetensors(head):
+        raise FastStyleError(f"{path} is not a .safetensors model file (corrupt or another format)")
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            raw = dict(fh.metadata() or {})
+    except Exception as exc:
+        raise FastStyleError(f"cannot read model file {path}: {one_line(exc)}") from None
+    return _decode_metadata(raw, path)
+
+
+def _check_tensors_match(path: Path, meta: dict[str, Any]) -> None:
+    """Refuse a file whose metadata describes another network than its tensors, before building it."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            shapes = {key: fh.get_slice(key).get_shape() for key in fh.keys()}
+    except Exception as exc:
+        raise FastStyleError(f"cannot read model file {path}: {one_line(exc)}") from None
+    try:
+        check_model_spec(meta["arch"], meta["model_kwargs"], shapes)
+    except ValueError as exc:
+        raise FastStyleError(f"{path} describes an unknown or invalid architecture ({exc})") from None
+    except RuntimeError as exc:
+        raise FastStyleError(f"{path} does not match its architecture {meta['arch']!r}: {exc}") from None
+
+
+def load_network(path: str | os.PathLike[str], meta: dict[str, Any]) -> TransformNetwork:
+    """The network of a ``.safetensors`` inference file whose metadata ``read_metadata`` returned."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    _check_tensors_match(path, meta)
+    try:
+        net = build_model(meta["arch"], **meta["model_kwargs"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise FastStyleError(f"{path} describes an unknown or invalid architecture ({exc})") from None
+    try:
+        state = load_file(str(path))
+    except Exception as exc:
+        raise FastStyleError(f"cannot read model file {path}: {one_line(exc)}") from None
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = " ".join(str(exc).split())[:300]
+        raise FastStyleError(f"{path} does not match its architecture {meta['arch']!r}: {first}") from None
+    check_finite_weights(state, str(path), "it cannot be used")
+    return net

@@ -1,0 +1,186 @@
+"""``Stylizer``: the entry point of inference; decides how each image runs (whole or tiled)."""
+
+from __future__ import annotations
+
+import collections
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from fast_style.color import combine_luminance
+from fast_style.devices import resolve_device
+from fast_style.errors import FastStyleError
+from fast_style.images import normalize_mode, resize_long_side, rgb_array
+from fast_style.inference import tiling
+from fast_style.inference.backends import Backend, OnnxRuntimeBackend, TorchBackend, resolve_backend
+from fast_style.inference.loading import load_network, read_metadata
+from fast_style.models import TransformNetwork
+
+__all__ = ["AUTO_TILE_PIXELS", "Stylizer"]
+
+# Images with more pixels than this are tiled automatically (about 2048 x 2048); the instance-norm
+# statistics of a tiled image come from a copy scaled down to at most this many pixels.
+AUTO_TILE_PIXELS = 2048 * 2048
+# The statistics pass holds a few full-resolution activations at once; this caps each of them
+# (2048 x 2048 x 16 channels, 256 MiB) so a 4096 x 4096 image stays under 2 GiB on CPU.
+_STATS_ELEMENTS = 2048 * 2048 * 16
+_MIN_SIDE = 8  # smaller images are edge-padded up to this before any backend sees them
+
+
+def _finish(stylized: torch.Tensor, content: torch.Tensor, strength: float, preserve_color: bool) -> torch.Tensor:
+    """Blend toward the content by ``1 - strength``, then keep the content's colours if asked."""
+    if strength != 1.0:
+        stylized = content + strength * (stylized - content)
+    if preserve_color:
+        # Luminance is linear, so blending first equals scaling the luminance change, clamped once.
+        stylized = combine_luminance(stylized, content)
+    return stylized.clamp_(0, 1)
+
+
+def _to_uint8(images: torch.Tensor) -> np.ndarray:
+    return images[0].mul(255).round_().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+class Stylizer:
+    """A transform network ready to stylize: ``Stylizer.from_file(path).stylize(pil_image)``.
+
+    Whole images run on a ``Backend``: ``auto`` picks onnxruntime on CPU when it is installed (the
+    graph is built from the network on first use) and PyTorch otherwise. Tiled images always run
+    in PyTorch, where the tiles can share one set of instance-norm statistics; a stylizer for an
+    ``.onnx`` file has no network and runs whole images only.
+    """
+
+    def __init__(
+        self,
+        net: TransformNetwork | None,
+        metadata: dict[str, Any] | None = None,
+        device: str | torch.device = "cpu",
+        backend: str | Backend = "auto",
+    ) -> None:
+        self.device = resolve_device(device)
+        self.net = net.eval().requires_grad_(False).to(self.device) if net is not None else None
+        self.metadata = metadata or {}
+        if isinstance(backend, str):
+            if net is None:
+                raise ValueError("a Stylizer without a network needs a Backend object")
+            name = resolve_backend(backend, self.device)
+            backend = TorchBackend(net) if name == "torch" else OnnxRuntimeBackend(net=net, device=self.device)
+        self._backend = backend
+        self.backend = backend.name
+        self.min_side = net.min_side if net is not None else _MIN_SIDE
+        self.auto_tile_pixels = AUTO_TILE_PIXELS
+        width = net.channels[0] if net is not None else 32  # channels of the full-resolution layers
+        self.stats_pixels = min(AUTO_TILE_PIXELS, _STATS_ELEMENTS // max(1, width))
+        self.paths_used: collections.Counter[str] = collections.Counter()  # "onnxruntime", "torch", "tiled in torch"
+
+    @property
+    def supports_tiling(self) -> bool:
+        """Whether tiles are available: they need the PyTorch network, which ``.onnx`` files lack."""
+        return self.net is not None
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], device: str = "cpu", backend: str = "auto") -> Stylizer:
+        """Load an exported ``.safetensors`` (or ``.onnx``) model; pickles are refused unread."""
+        path = Path(path)
+        meta = read_metadata(path)
+        if path.suffix.lower() != ".onnx":
+            return cls(load_network(path, meta), meta, device, backend)
+        if backend == "torch":
+            raise FastStyleError(f"{path.name} is an ONNX model; it runs on onnxruntime, not the torch backend")
+        resolved = resolve_device(device)
+        return cls(None, meta, resolved, OnnxRuntimeBackend.from_file(path, int(meta.get("multiple", 4)), resolved))
+
+    @torch.inference_mode()
+    def stylize_tensor(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, H, W)`` in [0, 1] -> stylized ``(B, 3, H, W)`` in [0, 1], in one pass."""
+        return self._backend.run(images.to(self.device, torch.float32)).clamp_(0, 1)
+
+    @torch.inference_mode()
+    def stylize_array(
+        self,
+        pixels: np.ndarray,
+        *,
+        strength: float = 1.0,
+        preserve_color: bool = False,
+        tile: int | None = None,
+    ) -> np.ndarray:
+        """``(H, W, 3)`` uint8 or uint16 pixels -> stylized ``(H, W, 3)`` uint8.
+
+        ``tile`` forces tiles of that side; ``None`` tiles only images over ``auto_tile_pixels``,
+        or after running out of GPU memory.
+        """
+        if not 0.0 <= strength <= 1.0:
+            raise FastStyleError(f"strength must be within [0, 1], got {strength}")
+        if tile is not None and self.net is None:
+            raise FastStyleError("tiling (--tile) needs a .safetensors model; ONNX models run whole images")
+        h, w = pixels.shape[:2]
+        if min(h, w) < self.min_side:
+            # The networks' reflection padding needs a few pixels on each side, on every backend.
+            grow = ((0, max(0, self.min_side - h)), (0, max(0, self.min_side - w)), (0, 0))
+            padded = np.pad(pixels, grow, mode="edge")
+            return self.stylize_array(padded, strength=strength, preserve_color=preserve_color, tile=tile)[:h, :w]
+        stats_pixels = min(self.auto_tile_pixels, self.stats_pixels)
+        if tile is None and (self.net is None or h * w <= self.auto_tile_pixels):
+            try:
+                content = tiling.to_tensor(pixels, self.device)
+                out = _finish(self._backend.run(content), content, strength, preserve_color)
+                self.paths_used[self.backend] += 1
+                return _to_uint8(out)
+            except RuntimeError as exc:  # out of GPU (or CPU) memory: go on in tiles
+                if not tiling.out_of_memory(exc) or self.net is None:
+                    raise
+                content = out = None  # type: ignore[assignment]
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                stats_pixels = min(stats_pixels, h * w // 4)  # the whole image did not fit
+        return self._stylize_tiled(pixels, tile or tiling.DEFAULT_TILE, stats_pixels, strength, preserve_color)
+
+    def _stylize_tiled(
+        self, pixels: np.ndarray, size: int, stats_pixels: int, strength: float, preserve_color: bool
+    ) -> np.ndarray:
+        """Tiles of ``size``, halved (with a quarter of the statistics copy) after each out-of-memory."""
+        assert self.net is not None
+        while True:
+            try:
+                result = tiling.stylize_tiled(
+                    self.net, pixels, tile=size, stats_pixels=stats_pixels,
+                    finish=lambda out, content: _finish(out, content, strength, preserve_color),
+                )
+                self.paths_used["tiled in torch"] += 1
+                return result
+            except RuntimeError as exc:
+                if not tiling.out_of_memory(exc):
+                    raise
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                if size <= 128:
+                    raise FastStyleError("out of memory even with 128 px tiles") from None
+                size, stats_pixels = size // 2, stats_pixels // 4
+
+    def stylize(
+        self,
+        image: Image.Image,
+        *,
+        strength: float = 1.0,
+        preserve_color: bool = False,
+        tile: int | None = None,
+        max_size: int | None = None,
+    ) -> Image.Image:
+        """Stylize a PIL image of any mode; alpha is kept, the result is RGB or RGBA.
+
+        ``max_size`` scales the image down so its longer side is at most that many pixels.
+        """
+        img = normalize_mode(image)
+        if max_size is not None and max(img.size) > max_size:
+            img = resize_long_side(img, max_size)
+        pixels, alpha = rgb_array(img)
+        out = Image.fromarray(
+            self.stylize_array(pixels, strength=strength, preserve_color=preserve_color, tile=tile), mode="RGB"
+        )
+        if alpha is not None:
+            out.putalpha(alpha)
+        return out

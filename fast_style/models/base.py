@@ -1,0 +1,86 @@
+"""The interface every transform network implements, and what inference relies on."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from fast_style.models.layers import BandedConv2d, pad_to_multiple
+from fast_style.models.norm import InstanceNorm, NormStatistics
+
+__all__ = ["TransformNetwork"]
+
+
+class TransformNetwork(nn.Module):
+    """A network mapping ``(B, 3, H, W)`` images in [0, 1] to the same shape in [0, 1], any size.
+
+    Subclasses set ``arch`` and implement ``forward_aligned`` (sides already multiples of
+    ``multiple``), ``config`` and ``receptive_radius``; ``forward`` pads, runs and crops. The
+    instance-norm methods let tiled inference normalize every tile with one image's statistics.
+    """
+
+    arch: ClassVar[str] = ""  # the registry name; set by each network
+    multiple: ClassVar[int] = 4
+    # Reflection padding needs each side above its pad width: 8 px in, 2 px after two stride-2 convs.
+    min_side: ClassVar[int] = 8
+    channels: tuple[int, ...]  # widths from the full-resolution layers inwards
+
+    def forward_aligned(self, x: torch.Tensor) -> torch.Tensor:
+        """Stylize ``(B, 3, H, W)`` in [0, 1] whose ``H`` and ``W`` are multiples of ``multiple``."""
+        raise NotImplementedError
+
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments that rebuild this network (stored in checkpoints and exports)."""
+        raise NotImplementedError
+
+    def receptive_radius(self) -> int:
+        """Pixels of context on each side that one output pixel depends on (tiling margin)."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        return self.forward_aligned(pad_to_multiple(x, self.multiple, self.min_side))[..., :h, :w]
+
+    def instance_norms(self) -> list[InstanceNorm]:
+        """The network's instance-norm layers, in the order a forward pass reaches them."""
+        return [m for m in self.modules() if isinstance(m, InstanceNorm)]
+
+    @torch.no_grad()
+    def record_norm_statistics(self, images: torch.Tensor, band_elements: int = 1 << 22) -> list[NormStatistics]:
+        """Run ``images`` (any size) and return every instance norm's statistics, in layer order.
+
+        Convolutions run a band of ``band_elements`` rows' worth at a time, so a large image needs
+        little more memory than its activations.
+        """
+        norms = self.instance_norms()
+        convs = [m for m in self.modules() if isinstance(m, BandedConv2d)]
+        for norm in norms:
+            norm.recording, norm.statistics = True, None
+        for conv in convs:
+            conv.band_elements = band_elements
+        try:
+            self(images)
+            return [norm.statistics for norm in norms if norm.statistics is not None]
+        finally:
+            for norm in norms:
+                norm.recording, norm.statistics = False, None
+            for conv in convs:
+                conv.band_elements = None
+
+    @contextlib.contextmanager
+    def shared_norm_statistics(self, statistics: Sequence[NormStatistics]) -> Iterator[None]:
+        """Within the block, every instance norm uses the given statistics instead of its input's."""
+        norms = self.instance_norms()
+        if len(statistics) != len(norms):
+            raise ValueError(f"{len(statistics)} statistics for {len(norms)} instance norms")
+        for norm, stats in zip(norms, statistics, strict=True):
+            norm.statistics = stats
+        try:
+            yield
+        finally:
+            for norm in norms:
+                norm.statistics = None
