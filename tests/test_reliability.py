@@ -434,3 +434,25 @@ def test_sigkill_loses_at_most_one_interval_and_resumes_without_duplicate_steps(
     steps = _scalar_steps(run, "train/total")
     assert len(steps) == len(set(steps)), "a step is in TensorBoard twice"
     assert max(steps) >= total - 1
+
+
+def test_resuming_removes_the_steps_a_stopped_run_logged_after_its_checkpoint(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    from fast_style.cli.train import drop_events_from
+
+    writer = SummaryWriter(log_dir=str(tmp_path))
+    for step in range(10):
+        writer.add_scalar("train/total", float(step), step)
+    writer.close()
+    assert drop_events_from(tmp_path, 6) == 4
+    assert _scalar_steps_in(tmp_path) == [0, 1, 2, 3, 4, 5]
+    assert drop_events_from(tmp_path, 6) == 0  # nothing left to drop
+
+
+def _scalar_steps_in(log_dir: Path) -> list[int]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    return [event.step for event in acc.Scalars("train/total")]

@@ -13,13 +13,14 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from fast_style.cli.hydra_app import run_hydra_task
 from fast_style.errors import FastStyleError, RunFailed, one_line
+from fast_style.files import atomic_path
 
 if TYPE_CHECKING:
     import torch
 
     from fast_style.training import SpeedSettings
 
-__all__ = ["check_run_folder", "main", "train"]
+__all__ = ["check_run_folder", "drop_events_from", "main", "train"]
 
 log = logging.getLogger("fast_style.train")
 
@@ -105,6 +106,30 @@ def _resolve_speed(cfg: DictConfig) -> SpeedSettings:
     return speed
 
 
+def drop_events_from(log_dir: Path, step: int) -> int:
+    """Rewrite TensorBoard event files in ``log_dir`` without events at ``step`` or later; returns how many went."""
+    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    dropped = 0
+    for path in sorted(log_dir.glob("events.out.tfevents.*")):
+        records = list(RawEventFileLoader(str(path)).Load())
+        keep = []
+        for record in records:
+            event = Event.FromString(record)
+            if event.step < step or event.HasField("file_version"):
+                keep.append(record)
+        if len(keep) == len(records):
+            continue
+        dropped += len(records) - len(keep)
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            writer = RecordWriter(fh)
+            for record in keep:
+                writer.write(record)
+    return dropped
+
+
 def train(cfg: DictConfig) -> Path:
     """Train from a composed ``train`` config; returns the run folder."""
     import pytorch_lightning as pl
@@ -153,8 +178,13 @@ def train(cfg: DictConfig) -> Path:
     if resume is None and cfg.get("overwrite"):
         for name in ("checkpoints", "tensorboard"):
             shutil.rmtree(run_dir / name, ignore_errors=True)
-    # On resume, TensorBoard readers drop what the killed run logged after the checkpoint's step.
-    purge = {"purge_step": int(resume[1].get("global_step", 0))} if resume is not None else {}
+    # On resume, what the stopped run logged from the checkpoint's step on is removed from the event
+    # files (readers order event files by name, so a purge marker in the new file alone can come
+    # too early); purge_step also tells readers to drop anything left over.
+    purge = {}
+    if resume is not None:
+        purge["purge_step"] = int(resume[1].get("global_step", 0))
+        drop_events_from(run_dir / "tensorboard", purge["purge_step"])
     logger = instantiate(cfg.logger, **purge)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
