@@ -41,7 +41,9 @@ def _save(net: torch.nn.Module, folder: Path) -> Path:
     from fast_style.export import model_metadata
 
     path = folder / f"{net.arch}.safetensors"
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path), metadata=model_metadata(net, {}))
+    save_file(
+        {k: v.contiguous() for k, v in net.state_dict().items()}, str(path), metadata=model_metadata(net, {})
+    )
     return path
 
 
@@ -57,7 +59,10 @@ def _big_image(path: Path, side: int) -> None:
     from PIL import Image
 
     ramp = np.linspace(0, 255, side, dtype=np.float32)
-    rgb = np.stack([ramp[None, :].repeat(side, 0), ramp[:, None].repeat(side, 1), 255 - ramp[None, :].repeat(side, 0)], -1)
+    rgb = np.stack(
+        [ramp[None, :].repeat(side, 0), ramp[:, None].repeat(side, 1), 255 - ramp[None, :].repeat(side, 0)],
+        -1,
+    )
     rgb += np.random.default_rng(0).normal(0, 8, rgb.shape).astype(np.float32)
     Image.fromarray(rgb.clip(0, 255).astype(np.uint8)).save(path)
 
@@ -92,7 +97,9 @@ def _cli_run(image: Path, model: Path, out: Path) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--big", type=int, default=4096, help="side of the tiled memory case (0: skip)")
@@ -118,17 +125,28 @@ def main() -> None:
         pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
         x255 = torch.from_numpy(pixels).permute(2, 0, 1)[None].float()
 
-        def run_reference() -> None:
+        def run_reference(x255: torch.Tensor = x255) -> None:
             with torch.inference_mode():
                 out = reference(x255).clamp(0, 255)
                 out.round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
         cases = [Case("reference (eager, pytorch-examples architecture)", run_reference)]
-        cases += [Case(name, lambda s=stylizer: s.stylize_array(pixels)) for name, stylizer in stylizers.items()]
+        cases += [
+            Case(name, lambda s=stylizer, p=pixels: s.stylize_array(p))
+            for name, stylizer in stylizers.items()
+        ]
         interleaved(cases, args.repeats)
         base = cases[0].median
         for case in cases:
-            rows.append([f"{size}²", case.name, f"{case.median:.3f}", f"{base / case.median:.2f}×", f"{case.peak_mib:.0f}"])
+            rows.append(
+                [
+                    f"{size}²",
+                    case.name,
+                    f"{case.median:.3f}",
+                    f"{base / case.median:.2f}×",
+                    f"{case.peak_mib:.0f}",
+                ]
+            )
 
     print(markdown_table(["size", "case", "median s", "vs reference", "peak RSS MiB"], rows))
 
@@ -139,9 +157,21 @@ def main() -> None:
         mode = "tiled" if args.big**2 > AUTO_TILE_PIXELS else "whole image"
         for name, model in models.items():
             seconds, peak = _cli_run(image, model, tmp / f"out_{name}.png")
-            big_rows.append([f"{args.big}²", f"fast-style stylize, {name} network ({mode})", f"{seconds:.1f}", f"{peak:.0f}"])
+            big_rows.append(
+                [
+                    f"{args.big}²",
+                    f"fast-style stylize, {name} network ({mode})",
+                    f"{seconds:.1f}",
+                    f"{peak:.0f}",
+                ]
+            )
         print()
-        print(markdown_table(["size", "case", "seconds (with start-up and PNG i/o)", "peak RSS MiB (that process)"], big_rows))
+        print(
+            markdown_table(
+                ["size", "case", "seconds (with start-up and PNG i/o)", "peak RSS MiB (that process)"],
+                big_rows,
+            )
+        )
 
 
 if __name__ == "__main__":

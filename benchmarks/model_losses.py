@@ -32,12 +32,18 @@ from fast_style.losses import build_perceptual_loss  # noqa: E402
 
 def main() -> None:
     """Parse arguments, score every model on every photo and print the table."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("models", nargs="+", type=Path, help="exported .safetensors models; the first is the baseline")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "models", nargs="+", type=Path, help="exported .safetensors models; the first is the baseline"
+    )
     parser.add_argument("--content", type=Path, required=True, help="folder of photos")
     parser.add_argument("--style", type=Path, required=True)
     parser.add_argument("--size", type=int, default=512, help="long side of the photos in pixels")
-    parser.add_argument("--style-size", type=int, default=256, help="long side of the style image (as in training)")
+    parser.add_argument(
+        "--style-size", type=int, default=256, help="long side of the style image (as in training)"
+    )
     parser.add_argument("--style-weight", type=float, default=1.5e6)
     parser.add_argument("--content-weight", type=float, default=1.0)
     parser.add_argument("--network", default="vgg16")
@@ -59,18 +65,25 @@ def main() -> None:
         content = load_image_tensor(photo, args.size)
         loss.set_content_image(content)
         row: list[object] = [photo.name]
-        for model, stylizer in zip(args.models, stylizers):
+        for model, stylizer in zip(args.models, stylizers, strict=False):
             terms = evaluate_image(loss, stylizer.stylize_tensor(content))
             scores[model].append(terms)
             row += [f"{terms['content']:.4f}", f"{terms['style']:.4f}"]
         rows.append(row)
 
-    means = {m: {k: statistics.mean(t[k] for t in s) for k in ("content", "style")} for m, s in scores.items()}
+    means = {
+        m: {k: statistics.mean(t[k] for t in s) for k in ("content", "style")} for m, s in scores.items()
+    }
     rows.append(["**mean**"] + [f"**{means[m][k]:.4f}**" for m in args.models for k in ("content", "style")])
     base = means[args.models[0]]
-    rows.append(["relative to first"] + [f"{means[m][k] / base[k]:.3f}" for m in args.models for k in ("content", "style")])
+    rows.append(
+        ["relative to first"]
+        + [f"{means[m][k] / base[k]:.3f}" for m in args.models for k in ("content", "style")]
+    )
     header = ["photo"] + [f"{m.stem} {k}" for m in args.models for k in ("content", "style")]
-    print(f"loss network: {args.network} ({args.weights}); photos at {args.size} px, style at {args.style_size} px")
+    print(
+        f"loss network: {args.network} ({args.weights}); photos at {args.size} px, style at {args.style_size} px"
+    )
     print(markdown_table(header, rows))
 
 

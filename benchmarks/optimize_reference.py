@@ -184,25 +184,29 @@ def time_size(
     rows = []
     base = None
     for case in cases:
-        kept = blocks[case.name][case.warmup:]
+        kept = blocks[case.name][case.warmup :]
         per_step = statistics.median(seconds / args.steps for seconds, _ in kept)
         evaluations = sum(count for _, count in kept) / (len(kept) * args.steps)
         base = base or per_step  # the first case is the reference
-        rows.append([
-            f"{content.shape[-1]}x{content.shape[-2]}",
-            case.name,
-            f"{per_step:.3f}",
-            f"{evaluations:g}",
-            f"{per_step / evaluations:.3f}",
-            f"{base / per_step:.2f}×",
-            f"{case.peak_mib:.0f}",
-        ])
+        rows.append(
+            [
+                f"{content.shape[-1]}x{content.shape[-2]}",
+                case.name,
+                f"{per_step:.3f}",
+                f"{evaluations:g}",
+                f"{per_step / evaluations:.3f}",
+                f"{base / per_step:.2f}×",
+                f"{case.peak_mib:.0f}",
+            ]
+        )
     return rows
 
 
 def main() -> None:
     """Parse arguments, time both cases at every size and print the table."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--content", required=True)
     parser.add_argument("--style", required=True)
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512], help="long side in pixels")
@@ -212,7 +216,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     parser.add_argument("--device", default="auto")
     parser.add_argument(
-        "--trimmed", action="store_true",
+        "--trimmed",
+        action="store_true",
         help="also time the tutorial's published code (model cut after the last loss, style targets once)",
     )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of configs/optimize.yaml")
@@ -254,9 +259,20 @@ def main() -> None:
 
     print()
     print(f"threads: {torch.get_num_threads()}")
-    print(markdown_table(
-        ["size", "case", "median s/step", "evaluations/step", "s/evaluation", "vs reference", "peak RSS MiB"], rows
-    ))
+    print(
+        markdown_table(
+            [
+                "size",
+                "case",
+                "median s/step",
+                "evaluations/step",
+                "s/evaluation",
+                "vs reference",
+                "peak RSS MiB",
+            ],
+            rows,
+        )
+    )
 
 
 if __name__ == "__main__":

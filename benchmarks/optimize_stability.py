@@ -14,6 +14,7 @@ seconds per step.
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import warnings
 from collections.abc import Sequence
@@ -29,7 +30,7 @@ from fast_style.images import IMAGE_EXTENSIONS, load_image_tensor  # noqa: E402
 from fast_style.optimize import optimize_image  # noqa: E402
 
 
-def _config(overrides: Sequence[str]):  # noqa: ANN202 - an OmegaConf DictConfig
+def _config(overrides: Sequence[str]):
     from hydra import compose, initialize_config_dir
 
     from fast_style.cli.hydra_app import config_dir
@@ -40,15 +41,19 @@ def _config(overrides: Sequence[str]):  # noqa: ANN202 - an OmegaConf DictConfig
 
 def rise(values: Sequence[float]) -> float:
     """The largest relative increase from one value to the next (0 when they never rise)."""
-    return max([0.0] + [(b - a) / abs(a) for a, b in zip(values, values[1:]) if a])
+    return max([0.0] + [(b - a) / abs(a) for a, b in itertools.pairwise(values) if a])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run every photo with every style and print the table; exit 1 if any checkpoint rise exceeds 2%."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--content", type=Path, required=True, help="folder of photos")
     parser.add_argument("--styles", type=Path, nargs="+", required=True, help="style images")
-    parser.add_argument("--size", type=int, default=512, help="long side of the result (optimize's image_size)")
+    parser.add_argument(
+        "--size", type=int, default=512, help="long side of the result (optimize's image_size)"
+    )
     parser.add_argument("--steps", type=int, nargs="+", default=[10, 50, 100, 300])
     parser.add_argument("--weights", default=None, help="loss-network weights (loss.weights)")
     parser.add_argument("--network", default=None, help="loss network (loss.network)")
@@ -90,13 +95,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             step_rise = rise([h["total"] for h in result.history])
             worst = max(worst, rise(at))
             rows.append(
-                [photo.stem, style_path.stem, *(f"{v:.4g}" for v in at), f"{100 * rise(at):.2f}%",
-                 f"{100 * step_rise:.2f}%", f"{result.evaluations / max(result.steps, 1):.2f}",
-                 f"{result.elapsed / max(result.steps, 1):.3f}", result.error or ""]
+                [
+                    photo.stem,
+                    style_path.stem,
+                    *(f"{v:.4g}" for v in at),
+                    f"{100 * rise(at):.2f}%",
+                    f"{100 * step_rise:.2f}%",
+                    f"{result.evaluations / max(result.steps, 1):.2f}",
+                    f"{result.elapsed / max(result.steps, 1):.3f}",
+                    result.error or "",
+                ]
             )
             print(" | ".join(str(c) for c in rows[-1]), flush=True)
-    header = ["photo", "style", *(f"total @{s}" for s in checkpoints), "max rise between checkpoints",
-              "max rise between steps", "evaluations/step", "s/step", "error"]
+    header = [
+        "photo",
+        "style",
+        *(f"total @{s}" for s in checkpoints),
+        "max rise between checkpoints",
+        "max rise between steps",
+        "evaluations/step",
+        "s/step",
+        "error",
+    ]
     print()
     print(markdown_table(header, rows))
     print(f"\nlargest rise from one checkpoint to the next: {100 * worst:.2f}% (limit 2%)")

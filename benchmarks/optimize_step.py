@@ -29,7 +29,9 @@ from fast_style.optimize import optimize_pixels  # noqa: E402
 
 def main() -> None:
     """Parse arguments, run the measurements and print the table."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--content", required=True)
     parser.add_argument("--style", required=True)
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])

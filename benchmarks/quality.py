@@ -52,8 +52,19 @@ from fast_style.optimize import initial_image, optimize_pixels  # noqa: E402
 from fast_style.trained_loss import loss_arguments, recorded_loss  # noqa: E402
 
 COLUMNS = (
-    "model", "photo", "content", "style", "total", "lbfgs_steps", "time_ratio", "ff_seconds",
-    "color_distance", "ssim", "lbfgs_color_distance", "lbfgs_ssim", "photo_color_distance",
+    "model",
+    "photo",
+    "content",
+    "style",
+    "total",
+    "lbfgs_steps",
+    "time_ratio",
+    "ff_seconds",
+    "color_distance",
+    "ssim",
+    "lbfgs_color_distance",
+    "lbfgs_ssim",
+    "photo_color_distance",
 )
 
 
@@ -125,7 +136,12 @@ def score_group(
         target = min(terms["total"] for _, _, terms in outputs.values())
         start = initial_image(init, content, style, seed=0)
         result = optimize_pixels(
-            loss, start, max_steps, "lbfgs", stop_at_total=target, progress=progress,
+            loss,
+            start,
+            max_steps,
+            "lbfgs",
+            stop_at_total=target,
+            progress=progress,
             description=f"{photo.stem} L-BFGS",
         )
         per_step = result.elapsed / max(result.steps, 1)
@@ -135,11 +151,18 @@ def score_group(
             steps = first_step_at_most(result.history, terms["total"])
             scores.append(
                 Score(
-                    model=name, photo=photo.stem, content=terms["content"], style=terms["style"],
-                    total=terms["total"], lbfgs_steps=steps,
-                    time_ratio=None if steps is None else steps * per_step / seconds, ff_seconds=seconds,
-                    color_distance=color_distance(out, style), ssim=luminance_ssim(out, content),
-                    lbfgs_color_distance=color_distance(lbfgs, style), lbfgs_ssim=luminance_ssim(lbfgs, content),
+                    model=name,
+                    photo=photo.stem,
+                    content=terms["content"],
+                    style=terms["style"],
+                    total=terms["total"],
+                    lbfgs_steps=steps,
+                    time_ratio=None if steps is None else steps * per_step / seconds,
+                    ff_seconds=seconds,
+                    color_distance=color_distance(out, style),
+                    ssim=luminance_ssim(out, content),
+                    lbfgs_color_distance=color_distance(lbfgs, style),
+                    lbfgs_ssim=luminance_ssim(lbfgs, content),
                     photo_color_distance=color_distance(content, style),
                 )
             )
@@ -163,33 +186,71 @@ def _fmt(value: float | int | None, digits: int = 3) -> str:
 
 def report(scores: list[Score], max_steps: int) -> str:
     """Markdown: one table of every model on every photo, then one of the means per model."""
-    header = ["model", "photo", "content", "style", "total", "L-BFGS-equiv. steps", "time ratio",
-              "colour dist. (model / L-BFGS / photo)", "SSIM (model / L-BFGS)"]
+    header = [
+        "model",
+        "photo",
+        "content",
+        "style",
+        "total",
+        "L-BFGS-equiv. steps",
+        "time ratio",
+        "colour dist. (model / L-BFGS / photo)",
+        "SSIM (model / L-BFGS)",
+    ]
     rows = []
     for s in scores:
         steps = _fmt(s.lbfgs_steps) if s.lbfgs_steps is not None else f">{max_steps}"
-        rows.append([
-            s.model, s.photo, _fmt(s.content), _fmt(s.style), _fmt(s.total), steps, _fmt(s.time_ratio),
-            f"{s.color_distance:.3f} / {s.lbfgs_color_distance:.3f} / {s.photo_color_distance:.3f}",
-            f"{s.ssim:.3f} / {s.lbfgs_ssim:.3f}",
-        ])
+        rows.append(
+            [
+                s.model,
+                s.photo,
+                _fmt(s.content),
+                _fmt(s.style),
+                _fmt(s.total),
+                steps,
+                _fmt(s.time_ratio),
+                f"{s.color_distance:.3f} / {s.lbfgs_color_distance:.3f} / {s.photo_color_distance:.3f}",
+                f"{s.ssim:.3f} / {s.lbfgs_ssim:.3f}",
+            ]
+        )
     means = []
     for model in dict.fromkeys(s.model for s in scores):
         mine = [s for s in scores if s.model == model]
         steps = [s.lbfgs_steps for s in mine]
         capped = [max_steps if v is None else v for v in steps]
         mean_steps = f"{statistics.fmean(capped):.1f}" + ("" if None not in steps else " (capped: some >max)")
-        means.append([
-            model, _fmt(statistics.fmean(s.total for s in mine)), mean_steps,
-            _fmt(_mean([s.time_ratio for s in mine])), f"{statistics.fmean(s.ff_seconds for s in mine):.3f}",
-            f"{statistics.fmean(s.color_distance for s in mine):.3f}",
-            f"{statistics.fmean(s.lbfgs_color_distance for s in mine):.3f}",
-            f"{statistics.fmean(s.photo_color_distance for s in mine):.3f}",
-            f"{statistics.fmean(s.ssim for s in mine):.3f}", f"{statistics.fmean(s.lbfgs_ssim for s in mine):.3f}",
-        ])
-    mean_header = ["model", "mean total", "mean L-BFGS-equiv. steps", "mean time ratio", "model s/image",
-                   "colour dist. model", "colour dist. L-BFGS", "colour dist. photo", "SSIM model", "SSIM L-BFGS"]
-    return markdown_table(header, rows) + "\n\nMeans over the photos:\n\n" + markdown_table(mean_header, means) + "\n"
+        means.append(
+            [
+                model,
+                _fmt(statistics.fmean(s.total for s in mine)),
+                mean_steps,
+                _fmt(_mean([s.time_ratio for s in mine])),
+                f"{statistics.fmean(s.ff_seconds for s in mine):.3f}",
+                f"{statistics.fmean(s.color_distance for s in mine):.3f}",
+                f"{statistics.fmean(s.lbfgs_color_distance for s in mine):.3f}",
+                f"{statistics.fmean(s.photo_color_distance for s in mine):.3f}",
+                f"{statistics.fmean(s.ssim for s in mine):.3f}",
+                f"{statistics.fmean(s.lbfgs_ssim for s in mine):.3f}",
+            ]
+        )
+    mean_header = [
+        "model",
+        "mean total",
+        "mean L-BFGS-equiv. steps",
+        "mean time ratio",
+        "model s/image",
+        "colour dist. model",
+        "colour dist. L-BFGS",
+        "colour dist. photo",
+        "SSIM model",
+        "SSIM L-BFGS",
+    ]
+    return (
+        markdown_table(header, rows)
+        + "\n\nMeans over the photos:\n\n"
+        + markdown_table(mean_header, means)
+        + "\n"
+    )
 
 
 def contact_sheet(rows: list[list[tuple[str, str, torch.Tensor]]], tile: int) -> Image.Image:
@@ -206,15 +267,23 @@ def contact_sheet(rows: list[list[tuple[str, str, torch.Tensor]]], tile: int) ->
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, score every model and write the report; returns an exit code."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("models", nargs="+", type=Path, help="exported .safetensors models")
     parser.add_argument("--content", type=Path, required=True, help="folder of photos the models never saw")
     parser.add_argument("--styles", type=Path, required=True, help="folder holding the models' style images")
-    parser.add_argument("--weights", default=None, help="loss-network weights file the models were trained with")
+    parser.add_argument(
+        "--weights", default=None, help="loss-network weights file the models were trained with"
+    )
     parser.add_argument("--size", type=int, default=512, help="long side of the photos in pixels")
     parser.add_argument("--max-steps", type=int, default=300, help="L-BFGS steps at most per photo")
-    parser.add_argument("--init", default="content", choices=["content", "noise"],
-                        help="where L-BFGS starts: the photo (fast-style optimize's default) or noise")
+    parser.add_argument(
+        "--init",
+        default="content",
+        choices=["content", "noise"],
+        help="where L-BFGS starts: the photo (fast-style optimize's default) or noise",
+    )
     parser.add_argument("--tile", type=int, default=256, help="long side of each contact-sheet image")
     parser.add_argument("--out", type=Path, default=Path("outputs/quality"))
     parser.add_argument("--threads", type=int, default=None)
@@ -234,7 +303,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise FastStyleError(f"{path} records no style image and size; it predates loss metadata")
             style_path = args.styles / recorded["style_image"]
             if not style_path.is_file():
-                raise FastStyleError(f"{path} was trained on {recorded['style_image']}, not found in {args.styles}")
+                raise FastStyleError(
+                    f"{path} was trained on {recorded['style_image']}, not found in {args.styles}"
+                )
             key = json.dumps([loss_args, recorded["style_image"], recorded["style_size"]], sort_keys=True)
             group = groups.setdefault(key, (loss_args, style_path, int(recorded["style_size"]), []))
             group[3].append((path.stem, stylizer))
@@ -243,12 +314,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     print(device_line())
-    print(f"{len(photos)} photos at {args.size} px, L-BFGS from {args.init}, at most {args.max_steps} steps\n")
+    print(
+        f"{len(photos)} photos at {args.size} px, L-BFGS from {args.init}, at most {args.max_steps} steps\n"
+    )
     scores: list[Score] = []
     sheet_rows = []
     for loss_args, style_path, style_size, models in groups.values():
         group_scores, rows = score_group(
-            models, loss_args, style_path, style_size, photos, args.size, args.max_steps, not args.no_progress,
+            models,
+            loss_args,
+            style_path,
+            style_size,
+            photos,
+            args.size,
+            args.max_steps,
+            not args.no_progress,
             args.init,
         )
         scores += group_scores

@@ -171,7 +171,7 @@ class ReferenceOptimizer:
                 if layer_indices[name] == index:
                     self.content_losses.append(_ContentLoss())
                     self.model.add_module(f"content_loss_{name}", self.content_losses[-1])
-            for name, weight in zip(style_layers, layer_weights):
+            for name, weight in zip(style_layers, layer_weights, strict=False):
                 if layer_indices[name] == index:
                     self.style_losses.append(_StyleLoss(weight))
                     self.model.add_module(f"style_loss_{name}", self.style_losses[-1])

@@ -65,7 +65,9 @@ def _sync(device: torch.device) -> None:
 class ReferenceTraining:
     """pytorch-examples' training step in plain eager fp32: 0-255 images, VGG features, Gram matrices, Adam."""
 
-    def __init__(self, features: nn.Sequential, network: str, style: torch.Tensor, device: torch.device) -> None:
+    def __init__(
+        self, features: nn.Sequential, network: str, style: torch.Tensor, device: torch.device
+    ) -> None:
         self.device = device
         self.net = ReferenceTransformerNet().to(device)
         self.features = features.to(device).eval().requires_grad_(False)
@@ -106,7 +108,7 @@ class ReferenceTraining:
         content = F.mse_loss(feats_y[self.content_index], feats_x[self.content_index])
         style = sum(
             F.mse_loss(self.gram(feats_y[i]), gram.expand(len(x), -1, -1))
-            for i, gram in zip(self.style_indices, self.style_grams)
+            for i, gram in zip(self.style_indices, self.style_grams, strict=False)
         )
         loss = content + STYLE_WEIGHT * style
         self.optimizer.zero_grad()
@@ -144,7 +146,7 @@ def fit_timed(
         def __init__(self) -> None:
             self.start = self.end = 0.0
 
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
             # Synchronise only where the clock is read, as the reference loop does.
             if batch_idx == warmup - 1:
                 _sync(device)
@@ -170,7 +172,9 @@ def fit_timed(
             limit_val_batches=0,
             callbacks=[timer],
         )
-        loader = DataLoader(batches, batch_size=None, collate_fn=_no_bad_images, pin_memory=settings.pin_memory)
+        loader = DataLoader(
+            batches, batch_size=None, collate_fn=_no_bad_images, pin_memory=settings.pin_memory
+        )
         trainer.fit(module, train_dataloaders=loader)
         return timer.end - timer.start
 
@@ -179,7 +183,9 @@ def fit_timed(
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Parse arguments, run every case interleaved and print the table and the COCO projection."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--size", type=int, default=256, help="square crop side in pixels")
     parser.add_argument("--batches", type=int, nargs="+", default=[4, 16], help="batch sizes")
     parser.add_argument("--steps", type=int, default=10, help="timed optimizer steps per round")
@@ -190,7 +196,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile case")
     parser.add_argument("--compile-backend", default="inductor")
     parser.add_argument("--network", default="vgg16", help="vgg16, vgg16_bn or vgg19")
-    parser.add_argument("--weights", default="none", help="loss network weights: none (random), imagenet, a path")
+    parser.add_argument(
+        "--weights", default="none", help="loss network weights: none (random), imagenet, a path"
+    )
     args = parser.parse_args(argv)
     if args.warmup < 1:
         parser.error("--warmup must be at least 1: the first step of a fit allocates and compiles")
@@ -227,7 +235,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         singles[f"torch.compile ({args.compile_backend})"] = replace(plain, compile=True)
     options += [(f"ours, plain fp32 + {name}", s) for name, s in singles.items() if s != auto]
     if not args.no_compile and not auto.compile:
-        options.append((f"ours, default + torch.compile ({args.compile_backend})", replace(auto, compile=True)))
+        options.append(
+            (f"ours, default + torch.compile ({args.compile_backend})", replace(auto, compile=True))
+        )
 
     def make_module(settings: SpeedSettings) -> StyleTransferModule:
         return StyleTransferModule(
@@ -253,7 +263,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     for batch in args.batches:
         batches = [torch.rand(batch, 3, args.size, args.size) for _ in range(args.warmup + args.steps)]
         reference = ReferenceTraining(copy.deepcopy(base_loss.encoder.features), args.network, style, device)
-        cases = [Case("reference: plain fp32 PyTorch loop", partial(reference.run, batches, args.warmup), warmup=0)]
+        cases = [
+            Case("reference: plain fp32 PyTorch loop", partial(reference.run, batches, args.warmup), warmup=0)
+        ]
         for name, settings in options:
             run = fit_timed(make_module(settings), settings, batches, args.warmup, device)
             cases.append(Case(name, run, warmup=0))
@@ -262,7 +274,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         base = args.steps * batch / cases[0].median
         for case in cases:
             speed = args.steps * batch / case.median
-            row = [batch, case.name, f"{speed:.2f}", f"{speed / base:.2f}×", f"{1000 * case.median / args.steps:.0f}"]
+            row = [
+                batch,
+                case.name,
+                f"{speed:.2f}",
+                f"{speed / base:.2f}×",
+                f"{1000 * case.median / args.steps:.0f}",
+            ]
             row.append(f"{case.peak_mib:.0f}")
             if device.type == "cuda":
                 row.append(f"{cuda_peaks[case.name]:.0f}")
@@ -284,13 +302,17 @@ def main(argv: Sequence[str] | None = None) -> None:
 def _describe(settings: SpeedSettings) -> str:
     """``bf16-mixed, channels_last, fused Adam, ...`` for a case name."""
     parts = [str(settings.precision)]
-    parts += [label for label, on in (
-        ("channels_last", settings.channels_last),
-        ("fused Adam", settings.fused),
-        ("cudnn.benchmark", settings.benchmark),
-        ("pinned memory", settings.pin_memory),
-        ("torch.compile", settings.compile),
-    ) if on]
+    parts += [
+        label
+        for label, on in (
+            ("channels_last", settings.channels_last),
+            ("fused Adam", settings.fused),
+            ("cudnn.benchmark", settings.benchmark),
+            ("pinned memory", settings.pin_memory),
+            ("torch.compile", settings.compile),
+        )
+        if on
+    ]
     return ", ".join(parts)
 
 

@@ -106,7 +106,11 @@ def newest_valid_checkpoint(folder: Path) -> tuple[Path, dict[str, Any]] | None:
     A run killed while saving may leave a step checkpoint without ``last.ckpt``, or an unreadable
     file; unreadable files are skipped with a warning.
     """
-    files = sorted(folder.glob("*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True) if folder.is_dir() else []
+    files = (
+        sorted(folder.glob("*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
+        if folder.is_dir()
+        else []
+    )
     for path in files:
         try:
             return path, read_training_checkpoint(path)

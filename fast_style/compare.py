@@ -66,7 +66,7 @@ def evaluate_image(loss: PerceptualLoss, image: torch.Tensor) -> dict[str, float
     raw = loss.raw_terms(image.to(device), tv=True)
     weighted = loss.weigh(raw)
     values = torch.stack([weighted["content"], weighted["style"], raw["tv"], weighted["total"]])
-    return dict(zip(("content", "style", "tv", "total"), values.double().tolist()))
+    return dict(zip(("content", "style", "tv", "total"), values.double().tolist(), strict=False))
 
 
 @dataclass
@@ -314,7 +314,9 @@ def summary(report: CompareReport) -> str:
     per_step = None
     if opt_rows and opt_rows[-1].steps and opt_rows[-1].seconds is not None:
         per_step = opt_rows[-1].seconds / opt_rows[-1].steps
-    text = f"Optimization reaches the feed-forward style loss ({_fmt(ff.style)}) after {report.match_step} steps"
+    text = (
+        f"Optimization reaches the feed-forward style loss ({_fmt(ff.style)}) after {report.match_step} steps"
+    )
     if per_step is not None and ff.seconds:
         seconds = per_step * report.match_step
         text += f", about {seconds:.3g} s, {seconds / ff.seconds:.3g}x the feed-forward time"
@@ -360,7 +362,9 @@ def _tile(image: torch.Tensor, size: tuple[int, int]) -> Image.Image:
     pil = tensor_to_image(image)
     w, h = size
     scale = max(w / pil.width, h / pil.height)
-    pil = pil.resize((max(w, round(pil.width * scale)), max(h, round(pil.height * scale))), Image.Resampling.LANCZOS)
+    pil = pil.resize(
+        (max(w, round(pil.width * scale)), max(h, round(pil.height * scale))), Image.Resampling.LANCZOS
+    )
     left, top = (pil.width - w) // 2, (pil.height - h) // 2
     return pil.crop((left, top, left + w, top + h))
 
@@ -396,11 +400,16 @@ def figure_for(report: CompareReport, tile: int = 256) -> Image.Image:
     for row in report.rows:
         if row.mode == "optimization":
             tiles.append(
-                (f"optimized, {row.steps} steps", f"style {_fmt(row.style, 3)}, {_fmt(row.seconds, 3)} s",
-                 report.images[f"optimized_{row.steps}"])
+                (
+                    f"optimized, {row.steps} steps",
+                    f"style {_fmt(row.style, 3)}, {_fmt(row.seconds, 3)} s",
+                    report.images[f"optimized_{row.steps}"],
+                )
             )
     ff = report.row("feed-forward")
-    tiles.append(("feed-forward", f"style {_fmt(ff.style, 3)}, {_fmt(ff.seconds, 3)} s", report.images["feed-forward"]))
+    tiles.append(
+        ("feed-forward", f"style {_fmt(ff.style, 3)}, {_fmt(ff.seconds, 3)} s", report.images["feed-forward"])
+    )
     return make_figure(tiles, tile)
 
 

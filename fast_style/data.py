@@ -46,7 +46,9 @@ class ImageFolderDataset(Dataset):
         crop = transforms.RandomCrop(image_size) if random_crop else transforms.CenterCrop(image_size)
         self.transform = transforms.Compose(
             [
-                transforms.Resize(image_size, interpolation=transforms.InterpolationMode.BILINEAR, antialias=True),
+                transforms.Resize(
+                    image_size, interpolation=transforms.InterpolationMode.BILINEAR, antialias=True
+                ),
                 crop,
                 transforms.ToTensor(),
             ]

@@ -29,7 +29,9 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise FastStyleError(f"CUDA was requested but is not available here (device {name}); use cpu or auto")
     if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
-        raise FastStyleError(f"device {name} asked for, but this machine has {torch.cuda.device_count()} CUDA device(s)")
+        raise FastStyleError(
+            f"device {name} asked for, but this machine has {torch.cuda.device_count()} CUDA device(s)"
+        )
     if resolved.type == "mps" and not _mps_available():
         raise FastStyleError(f"MPS was requested but is not available here (device {name}); use cpu or auto")
     return resolved

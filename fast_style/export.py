@@ -52,12 +52,18 @@ def load_training_checkpoint(path: str | os.PathLike[str]) -> tuple[TransformNet
     # A torch.compile'd network saves its weights under an extra prefix; export the plain module.
     state = {k[len(_COMPILED_PREFIX) :] if k.startswith(_COMPILED_PREFIX) else k: v for k, v in state.items()}
     try:
-        check_model_spec(meta["model"]["arch"], meta["model"]["kwargs"], {k: getattr(v, "shape", ()) for k, v in state.items()})
+        check_model_spec(
+            meta["model"]["arch"],
+            meta["model"]["kwargs"],
+            {k: getattr(v, "shape", ()) for k, v in state.items()},
+        )
         net = build_model(meta["model"]["arch"], **meta["model"]["kwargs"])
         net.load_state_dict(state, strict=True)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         detail = " ".join(str(exc).split())[:200]
-        raise FastStyleError(f"{path}: the network does not match its recorded architecture ({detail})") from None
+        raise FastStyleError(
+            f"{path}: the network does not match its recorded architecture ({detail})"
+        ) from None
     info = {
         "model": meta["model"],
         "style_name": meta.get("style_name", ""),
@@ -108,7 +114,11 @@ def model_metadata(net: TransformNetwork, info: dict[str, Any]) -> dict[str, str
         "multiple": str(net.multiple),
         "style_name": str(info.get("style_name", "")),
         "training": json.dumps(
-            {"global_step": info.get("global_step", 0), "epoch": info.get("epoch", 0), "loss": info.get("loss", {})}
+            {
+                "global_step": info.get("global_step", 0),
+                "epoch": info.get("epoch", 0),
+                "loss": info.get("loss", {}),
+            }
         ),
         "exporter": f"fast_style {__version__}",
     }

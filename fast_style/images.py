@@ -193,7 +193,9 @@ def image_format_for(path: str | os.PathLike[str]) -> str:
     return fmt
 
 
-def save_image(img: Image.Image, path: str | os.PathLike[str], *, overwrite: bool = True, **params: object) -> Path:
+def save_image(
+    img: Image.Image, path: str | os.PathLike[str], *, overwrite: bool = True, **params: object
+) -> Path:
     """Write ``img`` atomically: a temporary file in the same folder, then a rename.
 
     With ``overwrite=False`` an existing ``path`` is an error and is left untouched.

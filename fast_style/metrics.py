@@ -49,7 +49,9 @@ def luminance_ssim(image: torch.Tensor, reference: torch.Tensor) -> float:
     1, as in Wang et al. (2004); images smaller than the window use a window of their size.
     """
     if image.shape[-2:] != reference.shape[-2:]:
-        raise ValueError(f"SSIM needs images of one size, got {tuple(image.shape[-2:])} and {tuple(reference.shape[-2:])}")
+        raise ValueError(
+            f"SSIM needs images of one size, got {tuple(image.shape[-2:])} and {tuple(reference.shape[-2:])}"
+        )
     x = luminance(image.detach().float().reshape(1, 3, *image.shape[-2:]).clamp(0, 1))
     y = luminance(reference.detach().float().reshape(1, 3, *reference.shape[-2:]).clamp(0, 1))
     size = min(11, *x.shape[-2:])

@@ -107,7 +107,9 @@ def _optimizer_factory(optimizer: str | OptimizerFactory) -> OptimizerFactory:
     try:
         return OPTIMIZERS[optimizer]
     except KeyError:
-        raise FastStyleError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}") from None
+        raise FastStyleError(
+            f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}"
+        ) from None
 
 
 def resize_to(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -115,7 +117,9 @@ def resize_to(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(images.shape[-2:]) == tuple(size):
         return images
     shrink = size[0] < images.shape[-2] or size[1] < images.shape[-1]
-    return F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=shrink).clamp(0, 1)
+    return F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=shrink).clamp(
+        0, 1
+    )
 
 
 def _resize_long_side(images: torch.Tensor, long_side: int) -> torch.Tensor:
@@ -206,7 +210,7 @@ def optimize_pixels(
     recent: deque[tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]] = deque(maxlen=4)
 
     def record(step: int, terms: dict[str, torch.Tensor]) -> dict[str, float]:
-        values = dict(zip(_TERMS, torch.stack([terms[k].detach() for k in _TERMS]).tolist()))
+        values = dict(zip(_TERMS, torch.stack([terms[k].detach() for k in _TERMS]).tolist(), strict=False))
         if not all(math.isfinite(v) for v in values.values()):
             raise _NonFiniteLoss(values)
         nonlocal last_good
@@ -363,7 +367,7 @@ def optimize_image(
     total = OptimizeResult(image=content)
     offset = 0
     image: torch.Tensor | None = None
-    for level, (size, level_steps) in enumerate(zip(sizes, per_scale)):
+    for level, (size, level_steps) in enumerate(zip(sizes, per_scale, strict=False)):
         level_content = resize_to(content, size)
         long_side = max(1, round(style_scale * max(size)))
         level_styles = [_resize_long_side(s, long_side) for s in styles]

@@ -142,7 +142,9 @@ def resolve_speed_settings(
     )
 
 
-def _keep_implementation_flags(optimizer: torch.optim.Optimizer, state_dict: dict[str, Any]) -> dict[str, Any]:
+def _keep_implementation_flags(
+    optimizer: torch.optim.Optimizer, state_dict: dict[str, Any]
+) -> dict[str, Any]:
     """Load-state-dict pre-hook: saved hyperparameters, but this run's ``fused`` / ``foreach`` / ``capturable``.
 
     A checkpoint written with fused Adam on a GPU can then resume on a CPU (and the other way round),
@@ -150,7 +152,7 @@ def _keep_implementation_flags(optimizer: torch.optim.Optimizer, state_dict: dic
     """
     flags = ("fused", "foreach", "capturable")
     groups = []
-    for current, saved in zip(optimizer.param_groups, state_dict["param_groups"]):
+    for current, saved in zip(optimizer.param_groups, state_dict["param_groups"], strict=False):
         saved = dict(saved)
         saved.update({k: current[k] for k in flags if k in current})
         groups.append(saved)
@@ -173,7 +175,7 @@ class CompileOrEager:
         self._compiled: Callable[..., Any] | None = None
         try:
             self._compiled = torch.compile(module, backend=backend)
-        except Exception as exc:  # noqa: BLE001 - an unknown backend, or no compiler support at all
+        except Exception as exc:
             self._fall_back(exc)
 
     def _fall_back(self, exc: Exception) -> None:
@@ -193,7 +195,7 @@ class CompileOrEager:
             return self._compiled(*args, **kwargs)
         try:
             out = self._compiled(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - any compiler failure falls back to eager
+        except Exception as exc:
             self._fall_back(exc)
             return self.module(*args, **kwargs)
         self._checked = True
@@ -215,7 +217,7 @@ class StyleTransferModule(pl.LightningModule):
         self,
         net: nn.Module,
         loss: PerceptualLoss,
-        optimizer: OptimizerFactory = partial(torch.optim.Adam, lr=1e-3),
+        optimizer: OptimizerFactory = partial(torch.optim.Adam, lr=1e-3),  # noqa: B008 (immutable)
         scheduler: SchedulerFactory | None = None,
         log_images_every_n_steps: int = 200,
         style_name: str = "",
@@ -252,7 +254,9 @@ class StyleTransferModule(pl.LightningModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
 
-    def training_step(self, batch: tuple[torch.Tensor | None, list[int]], batch_idx: int) -> torch.Tensor | None:
+    def training_step(
+        self, batch: tuple[torch.Tensor | None, list[int]], batch_idx: int
+    ) -> torch.Tensor | None:
         images, bad = batch
         self._count_bad(bad)
         if images is None:

@@ -40,7 +40,9 @@ def _int(low: int, *, nullable: bool = False, also: Sequence[int] = ()) -> tuple
     return text, lambda v: (nullable and v is None) or (_is_int(v) and (v >= low or v in also))
 
 
-def _number(low: float, *, strict: bool = False, high: float | None = None) -> tuple[str, Callable[[Any], bool]]:
+def _number(
+    low: float, *, strict: bool = False, high: float | None = None
+) -> tuple[str, Callable[[Any], bool]]:
     bound = f"> {low:g}" if strict else f">= {low:g}"
     text = f"a number {bound}" + (f" and <= {high:g}" if high is not None else "")
 
@@ -57,7 +59,11 @@ _OPTIONAL_TEXT = ("a path or null", lambda v: v is None or isinstance(v, str))
 
 
 def _channels(value: Any) -> bool:
-    return isinstance(value, (list, tuple, ListConfig)) and len(value) == 3 and all(_is_int(c) and c > 0 for c in value)
+    return (
+        isinstance(value, (list, tuple, ListConfig))
+        and len(value) == 3
+        and all(_is_int(c) and c > 0 for c in value)
+    )
 
 
 _LOSS = [
@@ -113,7 +119,7 @@ def validate_config(cfg: DictConfig, command: str) -> None:
 
     Missing required values (``???``) are named too. Keys a config does not have are skipped.
     """
-    for key in cfg.keys():
+    for key in cfg:
         if key != "hydra" and OmegaConf.is_missing(cfg, str(key)):
             raise FastStyleError(f"missing {key}: pass {'model' if key == 'model_file' else key}=...")
     for rule in RULES.get(command, []):
@@ -127,7 +133,11 @@ def validate_config(cfg: DictConfig, command: str) -> None:
             value = OmegaConf.to_container(value, resolve=True)
         if not rule.test(value):
             shown = repr(value) if isinstance(value, str) else str(value)
-            kind = "" if value is None or _is_number(value) or isinstance(value, bool) else f" ({type(value).__name__})"
+            kind = (
+                ""
+                if value is None or _is_number(value) or isinstance(value, bool)
+                else f" ({type(value).__name__})"
+            )
             raise FastStyleError(f"{rule.key} must be {rule.expected}, got {shown}{kind}")
 
 

@@ -28,7 +28,9 @@ STYLES = ("starry_night", "great_wave_crop", "composition_vii")
 
 def _panel(img: Image.Image, height: int, inset: Image.Image | None = None) -> Image.Image:
     """``img`` scaled to ``height``, with ``inset`` (the style image) in its lower-left corner."""
-    panel = img.convert("RGB").resize((round(img.width * height / img.height), height), Image.Resampling.LANCZOS)
+    panel = img.convert("RGB").resize(
+        (round(img.width * height / img.height), height), Image.Resampling.LANCZOS
+    )
     if inset is not None:
         side = height // 3
         thumb = ImageOps.fit(inset.convert("RGB"), (side, side), Image.Resampling.LANCZOS)
@@ -37,7 +39,9 @@ def _panel(img: Image.Image, height: int, inset: Image.Image | None = None) -> I
     return panel
 
 
-def build_gallery(photo: Image.Image, results: list[tuple[Image.Image, Image.Image]], height: int) -> Image.Image:
+def build_gallery(
+    photo: Image.Image, results: list[tuple[Image.Image, Image.Image]], height: int
+) -> Image.Image:
     """One row: the photo, then each stylized photo with its style image as an inset."""
     panels = [_panel(photo, height)] + [_panel(out, height, style) for out, style in results]
     gap = 4
@@ -50,15 +54,21 @@ def build_gallery(photo: Image.Image, results: list[tuple[Image.Image, Image.Ima
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--photo", type=Path, default=ROOT / "assets/demo/astronaut.jpg")
     parser.add_argument("--checkpoints", type=Path, default=ROOT / "checkpoints")
-    parser.add_argument("--styles", type=Path, default=ROOT / "assets/styles", help="style images, for the insets")
+    parser.add_argument(
+        "--styles", type=Path, default=ROOT / "assets/styles", help="style images, for the insets"
+    )
     parser.add_argument("-o", "--output", type=Path, default=Path("outputs/gallery"))
     parser.add_argument("--height", type=int, default=256, help="height of each gallery panel in pixels")
     parser.add_argument("--readme-image", type=Path, default=None, help="also write the gallery here")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--crop-image", type=Path, default=None, help="also write 100%% crops of 1024 px results")
+    parser.add_argument(
+        "--crop-image", type=Path, default=None, help="also write 100%% crops of 1024 px results"
+    )
     parser.add_argument("--crop-size", type=int, default=1024, help="long side of the full-size renderings")
     args = parser.parse_args(argv)
 
@@ -83,7 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def full_size_crops(photo: Image.Image, checkpoints: Path, styles: Path, size: int, device: str) -> Image.Image:
+def full_size_crops(
+    photo: Image.Image, checkpoints: Path, styles: Path, size: int, device: str
+) -> Image.Image:
     """The photo at ``size`` px stylized by each style; one row of the same centre crop at 100%."""
     scale = size / max(photo.size)
     big = photo.resize((round(photo.width * scale), round(photo.height * scale)), Image.Resampling.LANCZOS)

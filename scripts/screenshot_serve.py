@@ -39,7 +39,9 @@ FLAGS = (
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="starry_night", help="shipped model to show (default: starry_night)")
+    parser.add_argument(
+        "--model", default="starry_night", help="shipped model to show (default: starry_night)"
+    )
     parser.add_argument("--output", default=str(ROOT / "docs" / "serve.png"), help="where to write the PNG")
     parser.add_argument("--width", type=int, default=1280, help="page width in pixels")
     parser.add_argument("--height", type=int, default=900, help="page height in pixels")
@@ -61,7 +63,9 @@ def main() -> int:
             )
             driver.get(server.url + "/")
             wait = WebDriverWait(driver, 120)
-            wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, f'input[name="model"][value="{args.model}"]'))
+            wait.until(
+                lambda d: d.find_elements(By.CSS_SELECTOR, f'input[name="model"][value="{args.model}"]')
+            )
             driver.find_element(By.CSS_SELECTOR, f'input[name="model"][value="{args.model}"]').click()
             driver.find_element(By.ID, "demo").click()
             status = driver.find_element(By.ID, "status-text")

@@ -58,7 +58,9 @@ def test_both_modes_are_scored_by_the_same_function(model_path):
     ff_image = stylizer.stylize_tensor(content)
     ff_row = report.row("feed-forward")
     assert torch.equal(report.images["feed-forward"], ff_image)
-    assert [ff_row.content, ff_row.style, ff_row.tv, ff_row.total] == list(evaluate_image(loss, ff_image).values())
+    assert [ff_row.content, ff_row.style, ff_row.tv, ff_row.total] == list(
+        evaluate_image(loss, ff_image).values()
+    )
     # ... and the optimization's own accounting of that same image gives the same numbers.
     own = optimize_pixels(loss, ff_image, steps=0).history[0]
     for key in ("content", "style", "total"):
@@ -96,7 +98,7 @@ def test_written_tables_and_figure_match_recomputation(tmp_path, model_path):
     recomputed = [evaluate_image(loss, content)]
     recomputed += [evaluate_image(loss, report.images[f"optimized_{k}"]) for k in (1, 3, 6)]
     recomputed += [evaluate_image(loss, stylizer.stylize_tensor(content))]
-    for row, scores in zip(rows, recomputed):
+    for row, scores in zip(rows, recomputed, strict=False):
         for key, value in scores.items():
             assert float(row[key]) == pytest.approx(value, rel=1e-9, abs=1e-15), (row["mode"], key)
     # The saved final images are the scored ones, up to 8-bit rounding.
@@ -131,14 +133,18 @@ def test_peak_memory_sees_a_large_allocation():
 
 def test_arguments():
     assert translate_args(["model=a.safetensors", "model_file=b", "loss.model=c"]) == [
-        "model_file=a.safetensors", "model_file=b", "loss.model=c"
+        "model_file=a.safetensors",
+        "model_file=b",
+        "loss.model=c",
     ]
     assert checkpoint_steps(50) == [50]
     assert checkpoint_steps([300, 10, 50, 10]) == [10, 50, 300]
 
 
 def run_cli(tmp_path: Path, *args: str) -> int:
-    return main(["compare", f"hydra.run.dir={tmp_path / 'run'}", "loss.weights=none", "progress=false", *args])
+    return main(
+        ["compare", f"hydra.run.dir={tmp_path / 'run'}", "loss.weights=none", "progress=false", *args]
+    )
 
 
 def test_cli_writes_the_figure_and_prints_the_table(tmp_path, style_path, capsys):
@@ -146,8 +152,14 @@ def test_cli_writes_the_figure_and_prints_the_table(tmp_path, style_path, capsys
     random_image((64, 48), 4).save(content_path)
     model = write_model(tmp_path, loss={"network": "vgg16_bn", "style_weight": 1e5})
     code = run_cli(
-        tmp_path, f"content_image={content_path}", f"style_image={style_path}", f"model={model}",
-        "image_size=32", "steps=[1,2]", "repeats=1", "figure_tile=32",
+        tmp_path,
+        f"content_image={content_path}",
+        f"style_image={style_path}",
+        f"model={model}",
+        "image_size=32",
+        "steps=[1,2]",
+        "repeats=1",
+        "figure_tile=32",
     )
     out = capsys.readouterr().out
     assert code == 0
@@ -167,8 +179,16 @@ def test_cli_reports_loss_settings_given_that_differ_from_the_models(tmp_path, s
     random_image((64, 48), 4).save(content_path)
     model = write_model(tmp_path, loss={"network": "vgg16_bn", "style_weight": 1e5, "style_size": 40})
     code = run_cli(
-        tmp_path, f"content_image={content_path}", f"style_image={style_path}", f"model={model}",
-        "image_size=32", "steps=[1]", "repeats=1", "figure_tile=32", "loss.network=vgg16", "style_size=24",
+        tmp_path,
+        f"content_image={content_path}",
+        f"style_image={style_path}",
+        f"model={model}",
+        "image_size=32",
+        "steps=[1]",
+        "repeats=1",
+        "figure_tile=32",
+        "loss.network=vgg16",
+        "style_size=24",
     )
     assert code == 0
     markdown = (tmp_path / "run" / "compare.md").read_text()
@@ -183,7 +203,10 @@ def test_cli_refuses_to_overwrite_results(tmp_path, style_path, model_path, caps
     out.mkdir()
     (out / "compare.csv").write_text("keep me")
     code = run_cli(
-        tmp_path, f"content_image={style_path}", f"style_image={style_path}", f"model={model_path}",
+        tmp_path,
+        f"content_image={style_path}",
+        f"style_image={style_path}",
+        f"model={model_path}",
         f"output_dir={out}",
     )
     err = capsys.readouterr().err.strip().splitlines()

@@ -15,11 +15,12 @@ from fast_style.export import load_training_checkpoint
 from fast_style.inference import Stylizer, read_metadata
 from fast_style.models import TransformerNet
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def test_round_trip_equals_in_memory_network(tiny_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_round_trip_equals_in_memory_network(
+    tiny_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "model.safetensors"
     assert cli_main(["export", str(tiny_ckpt), "-o", str(out)]) == 0
     assert "wrote" in capsys.readouterr().out
@@ -55,7 +56,9 @@ def test_onnx_graph_runs_wide_rgb_head_on_pixel_blocks(arch: str) -> None:
     from fast_style.models import FastTransformerNet
 
     torch.manual_seed(0)
-    net = (TransformerNet(channels=(8, 16, 32), num_residual=1) if arch == "johnson" else FastTransformerNet()).eval()
+    net = (
+        TransformerNet(channels=(8, 16, 32), num_residual=1) if arch == "johnson" else FastTransformerNet()
+    ).eval()
     with torch.no_grad():
         for param in net.parameters():  # random non-trivial weights, not the identity-like init
             param.add_(torch.randn_like(param) * 0.1)
@@ -80,14 +83,20 @@ def test_blocked_conv_weights_equal_the_plain_conv() -> None:
     blocked_weight, blocked_bias = _blocked_weights(weight.numpy(), bias.numpy(), block=2)
     # DCR order is block-major, pixel_unshuffle/pixel_shuffle are channel-major: regroup before shuffling.
     unshuffle = torch.arange(5 * 4).reshape(5, 4).T.reshape(-1)
-    blocked = F.conv2d(F.pixel_unshuffle(images, 2)[:, unshuffle], torch.from_numpy(blocked_weight), torch.from_numpy(blocked_bias))
+    blocked = F.conv2d(
+        F.pixel_unshuffle(images, 2)[:, unshuffle],
+        torch.from_numpy(blocked_weight),
+        torch.from_numpy(blocked_bias),
+    )
     out = F.pixel_shuffle(blocked.reshape(1, 4, 3, 8, 10).transpose(1, 2).reshape(1, 12, 8, 10), 2)
     assert torch.allclose(out, F.conv2d(images, weight, bias), atol=1e-4)
 
 
-def test_backend_falls_back_to_torch_without_onnxruntime(tiny_ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from fast_style.inference import onnx_runtime
+def test_backend_falls_back_to_torch_without_onnxruntime(
+    tiny_ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from fast_style.errors import FastStyleError
+    from fast_style.inference import onnx_runtime
 
     out = tmp_path / "model.safetensors"
     assert cli_main(["export", str(tiny_ckpt), "-o", str(out)]) == 0
@@ -97,7 +106,9 @@ def test_backend_falls_back_to_torch_without_onnxruntime(tiny_ckpt: Path, tmp_pa
         Stylizer.from_file(out, backend="onnxruntime")
 
 
-def test_onnx_graphs_are_cached_by_weights(tiny_ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_onnx_graphs_are_cached_by_weights(
+    tiny_ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from fast_style.inference import onnx_runtime
 
     cache = tmp_path / "cache"
@@ -110,7 +121,9 @@ def test_onnx_graphs_are_cached_by_weights(tiny_ckpt: Path, tmp_path: Path, monk
     assert len(cached) == 1
 
     built = []
-    monkeypatch.setattr(onnx_runtime, "onnx_graph", lambda *a, **k: built.append(1) or pytest.fail("graph rebuilt"))
+    monkeypatch.setattr(
+        onnx_runtime, "onnx_graph", lambda *a, **k: built.append(1) or pytest.fail("graph rebuilt")
+    )
     assert torch.equal(Stylizer.from_file(out).stylize_tensor(images), first)  # served from the cache
     assert built == []
 
@@ -127,7 +140,9 @@ def test_onnx_graphs_are_cached_by_weights(tiny_ckpt: Path, tmp_path: Path, monk
     assert len(list(cache.glob("*.onnx"))) == 2
 
 
-def test_onnx_graph_cache_can_be_turned_off(tiny_ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_onnx_graph_cache_can_be_turned_off(
+    tiny_ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("FAST_STYLE_CACHE", "off")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
@@ -161,7 +176,9 @@ def test_compiled_prefix_is_removed(tmp_path: Path, make_tiny_checkpoint) -> Non
     assert keys and not any("_orig_mod" in k for k in keys)
 
 
-def test_non_finite_weights_are_not_exported(tmp_path: Path, capsys: pytest.CaptureFixture[str], make_tiny_checkpoint) -> None:
+def test_non_finite_weights_are_not_exported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], make_tiny_checkpoint
+) -> None:
     ckpt = make_tiny_checkpoint(tmp_path / "nan.ckpt")
     data = torch.load(ckpt, weights_only=True)
     data["state_dict"]["net.encoder.0.1.weight"][0, 0, 0, 0] = float("nan")
@@ -174,7 +191,9 @@ def test_non_finite_weights_are_not_exported(tmp_path: Path, capsys: pytest.Capt
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nan.ckpt"]
 
 
-def test_pickle_payload_never_runs_on_export(pickle_payload: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_pickle_payload_never_runs_on_export(
+    pickle_payload: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     payload, marker = pickle_payload
     out = tmp_path / "model.safetensors"
     assert export_main([str(payload), "-o", str(out)]) == 2
@@ -184,7 +203,9 @@ def test_pickle_payload_never_runs_on_export(pickle_payload: tuple[Path, Path], 
     assert marker.exists()
 
 
-def test_existing_output_is_kept_without_overwrite(tiny_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_existing_output_is_kept_without_overwrite(
+    tiny_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "model.safetensors"
     out.write_bytes(b"keep me")
     assert export_main([str(tiny_ckpt), "-o", str(out)]) == 2
@@ -201,7 +222,9 @@ def test_existing_output_is_kept_without_overwrite(tiny_ckpt: Path, tmp_path: Pa
         (["--format", "onnx"], "must be written to a .onnx file"),
     ],
 )
-def test_format_errors(tiny_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str) -> None:
+def test_format_errors(
+    tiny_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
     out = tmp_path / "model.safetensors"
     assert export_main([str(tiny_ckpt), "-o", str(out), *args]) == 2
     assert message in capsys.readouterr().err

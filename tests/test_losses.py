@@ -168,7 +168,7 @@ def test_weights_with_a_wrong_shape_are_rejected(tmp_path):
 
 def test_weights_of_another_network_are_rejected(tmp_path):
     path, _ = _features_file(tmp_path, network="vgg16_bn", upto=10)
-    with pytest.raises(FastStyleError, match="does not fit vgg16.features"):
+    with pytest.raises(FastStyleError, match=r"does not fit vgg16\.features"):
         VGGFeatures(["relu2_2"], network="vgg16", weights=str(path))
 
 
@@ -278,9 +278,20 @@ def test_loss_module_has_nothing_to_save_but_the_vgg(loss):
 def test_cli_reports_missing_imagenet_weights_without_traceback(tmp_path, image_folder, style_path):
     env = {"TORCH_HOME": str(tmp_path / "empty"), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     proc = subprocess.run(
-        [sys.executable, "-m", "fast_style.cli.main", "train", f"style_image={style_path}",
-         f"data.root={image_folder}", "loss.weights=imagenet", f"hydra.run.dir={tmp_path / 'run'}"],
-        capture_output=True, text=True, env=env, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "fast_style.cli.main",
+            "train",
+            f"style_image={style_path}",
+            f"data.root={image_folder}",
+            "loss.weights=imagenet",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
@@ -308,8 +319,9 @@ def test_auto_layer_weights_do_not_depend_on_activation_scales():
     layers = (["relu2_2"], ["relu1_2", "relu2_2"])
     plain = PerceptualLoss(encoder, *layers)
     scaled = PerceptualLoss(_ScaledEncoder(encoder, {"relu1_2": 1e3, "relu2_2": 1e-2}), *layers)
-    raw = PerceptualLoss(_ScaledEncoder(encoder, {"relu1_2": 1e3, "relu2_2": 1e-2}), *layers, None,
-                         content_layer_weights=None)
+    raw = PerceptualLoss(
+        _ScaledEncoder(encoder, {"relu1_2": 1e3, "relu2_2": 1e-2}), *layers, None, content_layer_weights=None
+    )
     for loss in (plain, scaled, raw):
         loss.set_style_image(s)
     a, b, r = plain.raw_terms(x, c), scaled.raw_terms(x, c), raw.raw_terms(x, c)

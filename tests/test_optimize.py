@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from pathlib import Path
@@ -74,7 +75,7 @@ def test_each_optimizer_lowers_the_total_loss(optimizer, content, style):
     assert [h["step"] for h in result.history] == list(range(21))
     assert last < 0.5 * first, (first, last)
     assert result.image.shape == content.shape
-    assert 0.0 <= result.image.min().item() and result.image.max().item() <= 1.0
+    assert result.image.min().item() >= 0.0 and result.image.max().item() <= 1.0
     assert evaluate_image(loss, result.image)["total"] == pytest.approx(last, rel=1e-5)
 
 
@@ -83,7 +84,7 @@ def test_default_lbfgs_never_raises_the_loss_and_evaluates_once_a_step(content, 
     loss = tiny_loss(style_weight=style_weight, tv_weight=0.1)
     result = optimize_image(loss, content, style, steps=60, init="noise", seed=3)
     totals = [h["total"] for h in result.history]
-    rises = [(i, a, b) for i, (a, b) in enumerate(zip(totals, totals[1:])) if b > a * (1 + 1e-6)]
+    rises = [(i, a, b) for i, (a, b) in enumerate(itertools.pairwise(totals)) if b > a * (1 + 1e-6)]
     assert not rises, rises
     assert totals[-1] < 0.01 * totals[0]
     # The line search's accepted point is not evaluated again at the start of the next step.
@@ -93,11 +94,13 @@ def test_default_lbfgs_never_raises_the_loss_and_evaluates_once_a_step(content, 
 def test_blind_lbfgs_steps_can_raise_the_loss_where_the_default_does_not(content, style):
     from functools import partial
 
-    blind = partial(torch.optim.LBFGS, lr=1.0, max_iter=1, history_size=100, tolerance_grad=0.0, tolerance_change=0.0)
+    blind = partial(
+        torch.optim.LBFGS, lr=1.0, max_iter=1, history_size=100, tolerance_grad=0.0, tolerance_change=0.0
+    )
     loss = tiny_loss(style_weight=1e4, tv_weight=0.1)
     result = optimize_image(loss, content, style, steps=60, optimizer=blind, init="noise", seed=3)
     totals = [h["total"] for h in result.history]
-    assert any(b > a * (1 + 1e-6) for a, b in zip(totals, totals[1:]))  # what the line search prevents
+    assert any(b > a * (1 + 1e-6) for a, b in itertools.pairwise(totals))  # what the line search prevents
 
 
 def test_stop_at_total_ends_the_run_once_the_total_is_reached(content, style):
@@ -155,9 +158,10 @@ def test_init_variants_start_where_they_say(content, style):
     assert noise.std().item() == pytest.approx(1 / math.sqrt(12), abs=0.02)  # uniform on [0, 1]
     # The content start has no content loss; the others do.
     assert from_content.history[0]["content"] == 0.0
-    assert from_style.history[0]["content"] > 0 and optimize_image(
-        loss, content, style, steps=0, init="noise"
-    ).history[0]["content"] > 0
+    assert (
+        from_style.history[0]["content"] > 0
+        and optimize_image(loss, content, style, steps=0, init="noise").history[0]["content"] > 0
+    )
 
 
 def test_bad_init_and_steps_are_user_errors(content, style):
@@ -244,7 +248,9 @@ def test_a_non_finite_loss_stops_and_keeps_the_last_good_image(content, style):
 
 # -- the command line --------------------------------------------------------------------------------
 def run_cli(tmp_path: Path, *args: str) -> int:
-    return main(["optimize", f"hydra.run.dir={tmp_path / 'run'}", "loss.weights=none", "progress=false", *args])
+    return main(
+        ["optimize", f"hydra.run.dir={tmp_path / 'run'}", "loss.weights=none", "progress=false", *args]
+    )
 
 
 def test_cli_writes_the_image_and_tensorboard_logs(tmp_path, style_path):
@@ -254,8 +260,14 @@ def test_cli_writes_the_image_and_tensorboard_logs(tmp_path, style_path):
     random_image((60, 45), 3).save(content_path)
     out = tmp_path / "out" / "result.png"
     code = run_cli(
-        tmp_path, f"content_image={content_path}", f"style_image=[{style_path},{style_path}]",
-        "style_blend=[2,1]", f"output={out}", "image_size=32", "steps=4", "log_images_every_n_steps=2",
+        tmp_path,
+        f"content_image={content_path}",
+        f"style_image=[{style_path},{style_path}]",
+        "style_blend=[2,1]",
+        f"output={out}",
+        "image_size=32",
+        "steps=4",
+        "log_images_every_n_steps=2",
         "loss.tv_weight=1.0",
     )
     assert code == 0
@@ -290,8 +302,15 @@ def test_presets_compose_the_classic_settings():
 def test_cli_gatys_preset_runs_on_vgg19(tmp_path, style_path):
     out = tmp_path / "gatys.png"
     code = run_cli(
-        tmp_path, f"content_image={style_path}", f"style_image={style_path}", f"output={out}",
-        "image_size=32", "steps=2", "preset=gatys", "optimizer=adam", "init=noise",
+        tmp_path,
+        f"content_image={style_path}",
+        f"style_image={style_path}",
+        f"output={out}",
+        "image_size=32",
+        "steps=2",
+        "preset=gatys",
+        "optimizer=adam",
+        "init=noise",
     )
     assert code == 0 and out.is_file()
     saved = (tmp_path / "run" / ".hydra" / "config.yaml").read_text()
@@ -305,7 +324,10 @@ def test_cli_gatys_preset_runs_on_vgg19(tmp_path, style_path):
         (["content_image={style}", "style_image={style}", "output={existing}"], "already exists"),
         (["content_image={style}", "style_image={style}", "output={tmp}/x.txt"], "image extension"),
         (["content_image={style}", "style_image={style}", "output={out}", "init=zeros"], "unknown init"),
-        (["content_image={style}", "style_image={style}", "output={out}", "style_blend=[1,2]"], "style_blend"),
+        (
+            ["content_image={style}", "style_image={style}", "output={out}", "style_blend=[1,2]"],
+            "style_blend",
+        ),
         (["content_image={style}", "style_image={style}", "output={out}", "device=cuda:7"], "device"),
         (["content_image={style}", "style_image={style}"], "missing output"),
     ],
@@ -314,8 +336,11 @@ def test_cli_bad_input_is_one_line_and_overwrites_nothing(tmp_path, style_path, 
     existing = tmp_path / "existing.png"
     existing.write_bytes(b"keep me")
     names = {
-        "missing": tmp_path / "nope.jpg", "style": style_path, "out": tmp_path / "out.png",
-        "existing": existing, "tmp": tmp_path,
+        "missing": tmp_path / "nope.jpg",
+        "style": style_path,
+        "out": tmp_path / "out.png",
+        "existing": existing,
+        "tmp": tmp_path,
     }
     if "device=cuda:7" in args and torch.cuda.device_count() > 7:
         pytest.skip("this machine has a cuda:7")
@@ -330,8 +355,13 @@ def test_cli_bad_input_is_one_line_and_overwrites_nothing(tmp_path, style_path, 
 def test_cli_non_finite_loss_keeps_the_last_good_image(tmp_path, style_path, capsys):
     out = tmp_path / "out.png"
     code = run_cli(
-        tmp_path, f"content_image={style_path}", f"style_image={style_path}", f"output={out}",
-        "image_size=32", "steps=5", "loss.style_weight=inf",
+        tmp_path,
+        f"content_image={style_path}",
+        f"style_image={style_path}",
+        f"output={out}",
+        "image_size=32",
+        "steps=5",
+        "loss.style_weight=inf",
     )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1  # a failure during the work

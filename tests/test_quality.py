@@ -45,11 +45,19 @@ def test_luminance_ssim_is_one_for_the_same_structure_and_low_for_noise():
 
 # -- the loss a model records -----------------------------------------------------------------------
 RECORDED = {
-    "network": "vgg16_bn", "weights": "file", "weights_file": "features.pt", "weights_sha256": "0" * 64,
-    "content_layers": ["relu2_2"], "style_layers": ["relu1_2", "relu2_2"],
-    "content_layer_weights": "auto", "style_layer_weights": "auto",
-    "content_weight": 1.0, "style_weight": 10.0, "tv_weight": 0.0,
-    "style_image": "starry_night.jpg", "style_size": 256,
+    "network": "vgg16_bn",
+    "weights": "file",
+    "weights_file": "features.pt",
+    "weights_sha256": "0" * 64,
+    "content_layers": ["relu2_2"],
+    "style_layers": ["relu1_2", "relu2_2"],
+    "content_layer_weights": "auto",
+    "style_layer_weights": "auto",
+    "content_weight": 1.0,
+    "style_weight": 10.0,
+    "tv_weight": 0.0,
+    "style_image": "starry_night.jpg",
+    "style_size": 256,
 }
 
 
@@ -65,7 +73,10 @@ def test_differences_name_each_setting_that_differs():
     assert differences(RECORDED, same) == []
     other = dict(RECORDED, style_weight=20.0, style_layer_weights=None)
     found = differences(RECORDED, other)
-    assert found == ["style_layer_weights auto (model) vs None (here)", "style_weight 10.0 (model) vs 20.0 (here)"]
+    assert found == [
+        "style_layer_weights auto (model) vs None (here)",
+        "style_weight 10.0 (model) vs 20.0 (here)",
+    ]
 
 
 def test_weights_file_is_checked_by_hash(tmp_path):
@@ -79,7 +90,7 @@ def test_weights_file_is_checked_by_hash(tmp_path):
     assert "features.pt (model) vs imagenet" in weights_mismatch(RECORDED, "imagenet")
     assert weights_mismatch({"weights": "imagenet"}, "imagenet") is None
     assert loss_arguments(good, str(path))["weights"] == str(path)
-    with pytest.raises(FastStyleError, match="trained with the loss-network weights file features.pt"):
+    with pytest.raises(FastStyleError, match=r"trained with the loss-network weights file features\.pt"):
         loss_arguments(good)
     with pytest.raises(FastStyleError, match="not the model's loss-network weights"):
         loss_arguments(RECORDED, str(path))
@@ -118,8 +129,24 @@ def test_quality_benchmark_scores_a_model_with_its_own_loss(tmp_path, image_fold
     for i, path in enumerate(sorted(image_folder.iterdir())[:2]):
         Image.open(path).save(photos / f"p{i}.png")
     out = tmp_path / "quality"
-    code = quality([str(model), "--content", str(photos), "--styles", str(style_path.parent), "--size", "32",
-                    "--max-steps", "3", "--out", str(out), "--no-progress", "--backend", "torch"])
+    code = quality(
+        [
+            str(model),
+            "--content",
+            str(photos),
+            "--styles",
+            str(style_path.parent),
+            "--size",
+            "32",
+            "--max-steps",
+            "3",
+            "--out",
+            str(out),
+            "--no-progress",
+            "--backend",
+            "torch",
+        ]
+    )
     printed = capsys.readouterr().out
     assert code == 0
     assert {p.name for p in out.iterdir()} == {"quality.md", "quality.csv", "quality.png"}

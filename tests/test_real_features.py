@@ -20,10 +20,20 @@ def test_sixty_steps_on_coco128_cut_the_style_loss_by_a_fifth(tmp_path):
     run = tmp_path / "run"
     code = main(
         [
-            "train", f"style_image={style}", f"data.root={data}", "loss.network=vgg16_bn",
-            f"loss.weights={weights}", "data.image_size=64", "data.batch_size=4", "data.num_workers=0",
-            "style_size=128", "trainer.max_steps=60", "trainer.accelerator=cpu", "trainer.log_every_n_steps=1",
-            "trainer.enable_progress_bar=false", f"hydra.run.dir={run}",
+            "train",
+            f"style_image={style}",
+            f"data.root={data}",
+            "loss.network=vgg16_bn",
+            f"loss.weights={weights}",
+            "data.image_size=64",
+            "data.batch_size=4",
+            "data.num_workers=0",
+            "style_size=128",
+            "trainer.max_steps=60",
+            "trainer.accelerator=cpu",
+            "trainer.log_every_n_steps=1",
+            "trainer.enable_progress_bar=false",
+            f"hydra.run.dir={run}",
         ]
     )
     assert code == 0

@@ -21,17 +21,38 @@ TINY_TRAIN = TINY  # the tiny training settings of test_training
 
 
 def train(run: Path, photos: Path, style: Path, *extra: str) -> int:
-    return main(["train", f"style_image={style}", f"data.root={photos}", f"hydra.run.dir={run}", *TINY_TRAIN, *extra])
+    return main(
+        ["train", f"style_image={style}", f"data.root={photos}", f"hydra.run.dir={run}", *TINY_TRAIN, *extra]
+    )
 
 
 def optimize(run: Path, *extra: str) -> int:
-    return main(["optimize", f"hydra.run.dir={run}", "loss.weights=none", "progress=false", "image_size=32", "steps=1", *extra])
+    return main(
+        [
+            "optimize",
+            f"hydra.run.dir={run}",
+            "loss.weights=none",
+            "progress=false",
+            "image_size=32",
+            "steps=1",
+            *extra,
+        ]
+    )
 
 
 def compare(run: Path, *extra: str) -> int:
     return main(
-        ["compare", f"hydra.run.dir={run}", "loss.weights=none", "progress=false", "image_size=32", "steps=[1]",
-         "repeats=1", "figure_tile=32", *extra]
+        [
+            "compare",
+            f"hydra.run.dir={run}",
+            "loss.weights=none",
+            "progress=false",
+            "image_size=32",
+            "steps=[1]",
+            "repeats=1",
+            "figure_tile=32",
+            *extra,
+        ]
     )
 
 
@@ -88,8 +109,18 @@ def test_a_batch_goes_on_after_an_unforeseen_failure(tmp_path, tiny_model, capsy
     monkeypatch.setattr(Stylizer, "stylize", flaky)
     for name, size in (("a.png", (20, 20)), ("b.png", (13, 13)), ("c.png", (24, 16))):
         random_image(size, 3).save(tmp_path / name)
-    code = main(["stylize", *(str(tmp_path / n) for n in ("a.png", "b.png", "c.png")), "-m", str(tiny_model),
-                 "-o", str(tmp_path / "out"), "--backend", "torch"])
+    code = main(
+        [
+            "stylize",
+            *(str(tmp_path / n) for n in ("a.png", "b.png", "c.png")),
+            "-m",
+            str(tiny_model),
+            "-o",
+            str(tmp_path / "out"),
+            "--backend",
+            "torch",
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 1
     assert "b.png: simulated fault with a second line" in one_error(err, "stylize")
@@ -103,11 +134,20 @@ def test_thin_style_image_is_one_line_for_train(tmp_path, image_folder, thin_sty
     assert code == 2 and "thin.png" in message and "at least 8 px" in message and "style_size" in message
 
 
-def test_thin_style_image_is_one_line_for_optimize_and_compare(tmp_path, photo, thin_style, tiny_model, capsys):
-    code = optimize(tmp_path / "opt", f"content_image={photo}", f"style_image={thin_style}", f"output={tmp_path / 'o.png'}")
+def test_thin_style_image_is_one_line_for_optimize_and_compare(
+    tmp_path, photo, thin_style, tiny_model, capsys
+):
+    code = optimize(
+        tmp_path / "opt",
+        f"content_image={photo}",
+        f"style_image={thin_style}",
+        f"output={tmp_path / 'o.png'}",
+    )
     message = one_error(capsys.readouterr().err, "optimize")
     assert code == 2 and "thin.png" in message and "at least 8 px" in message
-    code = compare(tmp_path / "cmp", f"content_image={photo}", f"style_image={thin_style}", f"model={tiny_model}")
+    code = compare(
+        tmp_path / "cmp", f"content_image={photo}", f"style_image={thin_style}", f"model={tiny_model}"
+    )
     message = one_error(capsys.readouterr().err, "compare")
     assert code == 2 and "thin.png" in message and "at least 8 px" in message
 
@@ -130,7 +170,12 @@ def test_optimize_checks_its_output_before_the_work(tmp_path, photo, style_path,
     monkeypatch.setattr(fast_style.optimize, "optimize_image", never)
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
-    code = optimize(tmp_path / "run", f"content_image={photo}", f"style_image={style_path}", f"output={blocker / 'out.png'}")
+    code = optimize(
+        tmp_path / "run",
+        f"content_image={photo}",
+        f"style_image={style_path}",
+        f"output={blocker / 'out.png'}",
+    )
     message = one_error(capsys.readouterr().err, "optimize")
     assert code == 2 and "a_file is a file, not a folder" in message
 
@@ -147,7 +192,9 @@ def test_optimize_keeps_the_result_when_saving_fails(tmp_path, photo, style_path
         return real(img, path, **kwargs)
 
     monkeypatch.setattr(fast_style.images, "save_image", disk_full)
-    code = optimize(tmp_path / "run", f"content_image={photo}", f"style_image={style_path}", f"output={target}")
+    code = optimize(
+        tmp_path / "run", f"content_image={photo}", f"style_image={style_path}", f"output={target}"
+    )
     message = one_error(capsys.readouterr().err, "optimize")
     assert code == 1  # a failure during the work
     assert "No space left on device" in message and "the result was kept in " in message
@@ -166,11 +213,18 @@ def test_export_to_a_path_under_a_file_is_one_line(tmp_path, tiny_ckpt, capsys):
     assert code == 2 and "a_file is a file, not a folder" in message
 
 
-def test_compare_output_dir_under_a_file_is_refused_before_hydra_writes(tmp_path, photo, style_path, tiny_model, capsys):
+def test_compare_output_dir_under_a_file_is_refused_before_hydra_writes(
+    tmp_path, photo, style_path, tiny_model, capsys
+):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
-    code = compare(tmp_path / "run", f"content_image={photo}", f"style_image={style_path}", f"model={tiny_model}",
-                   f"output_dir={blocker / 'results'}")
+    code = compare(
+        tmp_path / "run",
+        f"content_image={photo}",
+        f"style_image={style_path}",
+        f"model={tiny_model}",
+        f"output_dir={blocker / 'results'}",
+    )
     message = one_error(capsys.readouterr().err, "compare")
     assert code == 2 and "a_file is a file, not a folder" in message
     assert not (tmp_path / "run").exists()
@@ -186,7 +240,9 @@ def test_compare_output_dir_under_a_file_is_refused_before_hydra_writes(tmp_path
         ({"channels": [4, 8, 8], "num_residual": 1, "extra": 1}, "unknown johnson setting"),
     ],
 )
-def test_crafted_metadata_is_refused_before_building(tmp_path, tiny_model, photo, capsys, monkeypatch, kwargs, message):
+def test_crafted_metadata_is_refused_before_building(
+    tmp_path, tiny_model, photo, capsys, monkeypatch, kwargs, message
+):
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
@@ -199,7 +255,9 @@ def test_crafted_metadata_is_refused_before_building(tmp_path, tiny_model, photo
     with safe_open(str(tiny_model), "pt") as fh:
         metadata = dict(fh.metadata())
     crafted = tmp_path / "crafted.safetensors"
-    save_file(load_file(str(tiny_model)), str(crafted), metadata={**metadata, "model_kwargs": json.dumps(kwargs)})
+    save_file(
+        load_file(str(tiny_model)), str(crafted), metadata={**metadata, "model_kwargs": json.dumps(kwargs)}
+    )
     code = main(["stylize", str(photo), "-m", str(crafted), "-o", str(tmp_path / "out.png")])
     assert code == 2 and message in one_error(capsys.readouterr().err, "stylize")
 
@@ -242,7 +300,9 @@ def test_a_refused_run_leaves_no_folder(tmp_path, image_folder, capsys):
     assert not run.exists()
 
 
-def test_compare_refuses_a_used_run_folder_without_touching_it(tmp_path, photo, style_path, tiny_model, capsys):
+def test_compare_refuses_a_used_run_folder_without_touching_it(
+    tmp_path, photo, style_path, tiny_model, capsys
+):
     run = tmp_path / "run"
     (run / ".hydra").mkdir(parents=True)
     (run / ".hydra" / "config.yaml").write_text("earlier run")
@@ -294,7 +354,9 @@ def test_resume_from_a_bad_checkpoint_is_one_line(tmp_path, image_folder, style_
     assert not (tmp_path / "PWNED").exists()
 
 
-@pytest.mark.parametrize("kind, message", [("jpeg", "looks like a JPEG image"), ("random", "is not a PyTorch file")])
+@pytest.mark.parametrize(
+    "kind, message", [("jpeg", "looks like a JPEG image"), ("random", "is not a PyTorch file")]
+)
 def test_export_names_what_a_non_checkpoint_is(tmp_path, capsys, kind, message):
     bad = _bad_checkpoint(kind, tmp_path)
     code = main(["export", str(bad), "-o", str(tmp_path / "m.safetensors")])
@@ -304,8 +366,13 @@ def test_export_names_what_a_non_checkpoint_is(tmp_path, capsys, kind, message):
 
 def test_malicious_loss_weights_are_one_clean_line(tmp_path, pickle_payload, photo, style_path, capsys):
     payload, marker = pickle_payload
-    code = optimize(tmp_path / "run", f"content_image={photo}", f"style_image={style_path}",
-                    f"output={tmp_path / 'o.png'}", f"loss.weights={payload}")
+    code = optimize(
+        tmp_path / "run",
+        f"content_image={photo}",
+        f"style_image={style_path}",
+        f"output={tmp_path / 'o.png'}",
+        f"loss.weights={payload}",
+    )
     line = one_error(capsys.readouterr().err, "optimize")
     assert code == 2 and "holds pickled objects other than tensors" in line
     assert "\x1b" not in line and "two options" not in line and not marker.exists()
@@ -347,18 +414,31 @@ def test_wrong_train_settings_name_the_key(tmp_path, image_folder, style_path, c
     ],
 )
 def test_wrong_optimize_settings_name_the_key(tmp_path, photo, style_path, capsys, override, message):
-    code = optimize(tmp_path / "run", f"content_image={photo}", f"style_image={style_path}", f"output={tmp_path / 'o.png'}", override)
+    code = optimize(
+        tmp_path / "run",
+        f"content_image={photo}",
+        f"style_image={style_path}",
+        f"output={tmp_path / 'o.png'}",
+        override,
+    )
     assert code == 2 and message in one_error(capsys.readouterr().err, "optimize")
 
 
 def test_non_ascii_paths_say_how_to_quote(tmp_path, style_path, capsys):
     photo = tmp_path / "été photo.png"
     random_image((40, 32), 5).save(photo)
-    code = optimize(tmp_path / "run", f"content_image={photo}", f"style_image={style_path}", f"output={tmp_path / 'o.png'}")
+    code = optimize(
+        tmp_path / "run",
+        f"content_image={photo}",
+        f"style_image={style_path}",
+        f"output={tmp_path / 'o.png'}",
+    )
     line = one_error(capsys.readouterr().err, "optimize")
     assert code == 2 and "must be quoted" in line and "été" in line
     quoted = f"content_image='{photo}'"
-    assert optimize(tmp_path / "run2", quoted, f"style_image={style_path}", f"output={tmp_path / 'o.png'}") == 0
+    assert (
+        optimize(tmp_path / "run2", quoted, f"style_image={style_path}", f"output={tmp_path / 'o.png'}") == 0
+    )
     assert (tmp_path / "o.png").is_file()
 
 
@@ -395,7 +475,9 @@ def _scalar_steps(run: Path, tag: str) -> list[int]:
 
 
 @pytest.mark.slow
-def test_sigkill_loses_at_most_one_interval_and_resumes_without_duplicate_steps(tmp_path, image_folder, style_path):
+def test_sigkill_loses_at_most_one_interval_and_resumes_without_duplicate_steps(
+    tmp_path, image_folder, style_path
+):
     import signal
     import subprocess
     import sys
@@ -404,11 +486,22 @@ def test_sigkill_loses_at_most_one_interval_and_resumes_without_duplicate_steps(
     from tests.conftest import ROOT
 
     run, every, total = tmp_path / "run", 4, 40
-    args = [f"style_image={style_path}", f"data.root={image_folder}", f"hydra.run.dir={run}", *TINY_TRAIN,
-            f"trainer.max_steps={total}", f"callbacks.model_checkpoint.every_n_train_steps={every}"]
+    args = [
+        f"style_image={style_path}",
+        f"data.root={image_folder}",
+        f"hydra.run.dir={run}",
+        *TINY_TRAIN,
+        f"trainer.max_steps={total}",
+        f"callbacks.model_checkpoint.every_n_train_steps={every}",
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    child = subprocess.Popen([sys.executable, "-m", "fast_style.cli.main", "train", *args], cwd=ROOT, env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "fast_style.cli.main", "train", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     first = run / "checkpoints" / f"step{every:07d}.ckpt"
     deadline = time.monotonic() + 120
     try:
@@ -424,12 +517,23 @@ def test_sigkill_loses_at_most_one_interval_and_resumes_without_duplicate_steps(
     finally:
         child.wait()
     logged_before = max(_scalar_steps(run, "train/total"))
-    saved = {p.name: torch.load(p, weights_only=True)["global_step"] for p in (run / "checkpoints").glob("*.ckpt")}
+    saved = {
+        p.name: torch.load(p, weights_only=True)["global_step"] for p in (run / "checkpoints").glob("*.ckpt")
+    }
     resumed_from = max(saved.values())
     assert logged_before - resumed_from <= every  # at most one checkpoint interval lost
 
-    assert train(run, image_folder, style_path, f"trainer.max_steps={total}",
-                 f"callbacks.model_checkpoint.every_n_train_steps={every}", "ckpt_path=last") == 0
+    assert (
+        train(
+            run,
+            image_folder,
+            style_path,
+            f"trainer.max_steps={total}",
+            f"callbacks.model_checkpoint.every_n_train_steps={every}",
+            "ckpt_path=last",
+        )
+        == 0
+    )
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == total
     steps = _scalar_steps(run, "train/total")
     assert len(steps) == len(set(steps)), "a step is in TensorBoard twice"

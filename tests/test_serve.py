@@ -46,7 +46,12 @@ def png_header_only(width: int, height: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def rss_bytes() -> int:
@@ -57,7 +62,10 @@ def rss_bytes() -> int:
 
 def post(url: str, image: bytes, model: str, name: str = "photo.jpg", **fields: str) -> httpx.Response:
     return httpx.post(
-        f"{url}/api/stylize", files={"image": (name, image, "image/jpeg")}, data={"model": model, **fields}, timeout=120
+        f"{url}/api/stylize",
+        files={"image": (name, image, "image/jpeg")},
+        data={"model": model, **fields},
+        timeout=120,
     )
 
 
@@ -179,7 +187,14 @@ def test_unknown_model_is_a_404(server: str) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["../checkpoints/starry_night", "/etc/passwd", "tiny_a.safetensors", "./tiny_a", "tiny_a/..", "%2e%2e/tiny_a"],
+    [
+        "../checkpoints/starry_night",
+        "/etc/passwd",
+        "tiny_a.safetensors",
+        "./tiny_a",
+        "tiny_a/..",
+        "%2e%2e/tiny_a",
+    ],
 )
 def test_path_like_model_names_are_unknown(server: str, name: str) -> None:
     response = post(server, jpeg((32, 32)), name)
@@ -263,14 +278,13 @@ def test_one_inference_at_a_time_while_the_page_stays_responsive(
     app = create_app([model_dir], shipped=False, device="cpu")
     spy = _SpyStylizer()
     monkeypatch.setattr(app.state.web.catalog, "stylizer", lambda name: spy)
-    with BackgroundServer(app) as running:
-        with ThreadPoolExecutor(max_workers=20) as pool:
-            futures = [pool.submit(post, running.url, jpeg((32, 32), i), "tiny_a") for i in range(20)]
-            time.sleep(0.1)
-            start = time.perf_counter()
-            assert httpx.get(f"{running.url}/api/models").status_code == 200
-            listing_seconds = time.perf_counter() - start
-            codes = [f.result().status_code for f in futures]
+    with BackgroundServer(app) as running, ThreadPoolExecutor(max_workers=20) as pool:
+        futures = [pool.submit(post, running.url, jpeg((32, 32), i), "tiny_a") for i in range(20)]
+        time.sleep(0.1)
+        start = time.perf_counter()
+        assert httpx.get(f"{running.url}/api/models").status_code == 200
+        listing_seconds = time.perf_counter() - start
+        codes = [f.result().status_code for f in futures]
     assert codes == [200] * 20
     assert spy.calls == 20 and spy.most == 1
     assert listing_seconds < 0.3  # 20 x 20 ms of queued work did not block the listing
@@ -291,7 +305,9 @@ def test_a_full_queue_answers_503(model_dir: Path, monkeypatch: pytest.MonkeyPat
     assert refused.status_code == 503 and "busy" in error_of(refused)
 
 
-def test_uploads_leave_no_temporary_files(server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_uploads_leave_no_temporary_files(
+    server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import tempfile
 
     spool = tmp_path / "tmp"
@@ -343,7 +359,9 @@ def test_command_serves_until_interrupted(model_dir: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "fast_style.cli.main", "serve", "--port", "0", "--no-shipped"]
     command += ["--models", str(model_dir)]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT
+    )
     try:
         assert proc.stdout is not None
         lines = [proc.stdout.readline(), proc.stdout.readline()]

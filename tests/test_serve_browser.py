@@ -38,9 +38,12 @@ pytest.importorskip("uvicorn", reason="the web extra is not installed: pip insta
 pytest.importorskip("python_multipart", reason="the web extra is not installed: pip install -e '.[web]'")
 if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
     pytest.skip(
-        f"needs {CHROMIUM} and {CHROMEDRIVER} (apt-get install chromium chromium-driver)", allow_module_level=True
+        f"needs {CHROMIUM} and {CHROMEDRIVER} (apt-get install chromium chromium-driver)",
+        allow_module_level=True,
     )
-webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed: pip install -e '.[dev]'")
+webdriver = pytest.importorskip(
+    "selenium.webdriver", reason="selenium is not installed: pip install -e '.[dev]'"
+)
 
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
@@ -89,14 +92,18 @@ def _wait_for_file(folder: Path, name: str, timeout: float = 30) -> Path:
         if target.exists() and not list(folder.glob("*.crdownload")):
             return target
         time.sleep(0.1)
-    raise AssertionError(f"{name} was not downloaded; the folder holds {sorted(p.name for p in folder.iterdir())}")
+    raise AssertionError(
+        f"{name} was not downloaded; the folder holds {sorted(p.name for p in folder.iterdir())}"
+    )
 
 
 def _pixels(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"), dtype=np.int16)
 
 
-def test_page_stylizes_a_photo_and_downloads_it(browser, server: str, downloads: Path, tmp_path: Path) -> None:
+def test_page_stylizes_a_photo_and_downloads_it(
+    browser, server: str, downloads: Path, tmp_path: Path
+) -> None:
     photo = tmp_path / "photo.png"
     random_image((96, 64), seed=3).save(photo)
     browser.get(server + "/")

@@ -33,11 +33,17 @@ def test_cpu_bf16_detection_reads_the_cpu_flags(monkeypatch, tmp_path):
     from fast_style import training
 
     real_open = builtins.open
-    for flags, expected in [("fpu sse2 avx512f avx512_bf16", True), ("fpu amx_tile amx_bf16", True), ("fpu avx2", False)]:
+    for flags, expected in [
+        ("fpu sse2 avx512f avx512_bf16", True),
+        ("fpu amx_tile amx_bf16", True),
+        ("fpu avx2", False),
+    ]:
         info = tmp_path / "cpuinfo"
         info.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
         monkeypatch.setattr(
-            builtins, "open", lambda path, *a, _info=info, **k: real_open(_info if path == "/proc/cpuinfo" else path, *a, **k)
+            builtins,
+            "open",
+            lambda path, *a, _info=info, **k: real_open(_info if path == "/proc/cpuinfo" else path, *a, **k),
         )
         assert training.cpu_bf16_native() is expected, flags
         assert (resolve_speed_settings("cpu").precision == "bf16-mixed") is expected
@@ -91,16 +97,24 @@ def test_a_deterministic_run_keeps_the_cudnn_autotuner_off():
 
 def test_explicit_values_win_over_the_device_defaults():
     on_cuda = resolve_speed_settings(
-        "cuda", precision="16-mixed", benchmark=False, channels_last=False, fused=False, pin_memory=False, bf16=True
+        "cuda",
+        precision="16-mixed",
+        benchmark=False,
+        channels_last=False,
+        fused=False,
+        pin_memory=False,
+        bf16=True,
     )
     assert on_cuda == SpeedSettings("16-mixed", False, False, False, False)
-    on_cpu = resolve_speed_settings("cpu", precision="bf16-mixed", channels_last=True, fused=True, pin_memory="AUTO")
+    on_cpu = resolve_speed_settings(
+        "cpu", precision="bf16-mixed", channels_last=True, fused=True, pin_memory="AUTO"
+    )
     assert on_cpu == SpeedSettings("bf16-mixed", False, True, True, False)
     assert resolve_speed_settings("cpu", precision=None, benchmark=None, bf16=False).precision == "32-true"
 
 
 def test_a_value_that_is_neither_auto_nor_a_bool_is_a_clear_error():
-    with pytest.raises(FastStyleError, match="speed.channels_last must be auto, true or false"):
+    with pytest.raises(FastStyleError, match=r"speed\.channels_last must be auto, true or false"):
         resolve_speed_settings("cpu", channels_last="yes")
 
 
@@ -200,7 +214,9 @@ def test_channels_last_training_matches_the_default_layout(tmp_path, image_folde
 
 
 @pytest.mark.slow
-def test_compiled_training_saves_plain_checkpoints_that_export(tmp_path, image_folder, style_path, one_thread):
+def test_compiled_training_saves_plain_checkpoints_that_export(
+    tmp_path, image_folder, style_path, one_thread
+):
     from fast_style.cli.main import main
     from fast_style.inference import Stylizer
 
@@ -217,6 +233,6 @@ def test_compiled_training_saves_plain_checkpoints_that_export(tmp_path, image_f
     out = tmp_path / "compiled.safetensors"
     assert main(["export", str(compiled / "checkpoints" / "last.ckpt"), "-o", str(out)]) == 0
     stylizer = Stylizer.from_file(out, backend="torch")
-    weights = {k[len("net."):]: v for k, v in ckpt["state_dict"].items()}
+    weights = {k[len("net.") :]: v for k, v in ckpt["state_dict"].items()}
     for name, tensor in stylizer.net.state_dict().items():
         torch.testing.assert_close(tensor, weights[name])

@@ -27,7 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def photo(path: Path, size: tuple[int, int] = (48, 40), seed: int = 0, mode: str = "RGB", **save: object) -> Path:
+def photo(
+    path: Path, size: tuple[int, int] = (48, 40), seed: int = 0, mode: str = "RGB", **save: object
+) -> Path:
     """A small structured test photo saved at ``path`` in ``mode``."""
     rng = np.random.default_rng(seed)
     w, h = size
@@ -77,15 +79,21 @@ def test_summary_names_the_backend_and_tiled_images(
     tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     small, big = photo(tmp_path / "a.png", (40, 32)), photo(tmp_path / "b.png", (96, 80))
-    code, stdout, err = run([small, "-m", tiny_model, "-o", tmp_path / "a_out.png", "--backend", "torch"], capsys)
+    code, stdout, err = run(
+        [small, "-m", tiny_model, "-o", tmp_path / "a_out.png", "--backend", "torch"], capsys
+    )
     assert code == 0, err
     assert "on cpu (torch)" in stdout
-    code, stdout, err = run([small, big, "-m", tiny_model, "-o", tmp_path / "out", "--backend", "torch", "--tile", "64"], capsys)
+    code, stdout, err = run(
+        [small, big, "-m", tiny_model, "-o", tmp_path / "out", "--backend", "torch", "--tile", "64"], capsys
+    )
     assert code == 0, err
     assert "on cpu (tiled in torch)" in stdout
 
 
-def test_output_extension_chooses_format(tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_output_extension_chooses_format(
+    tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     src = photo(tmp_path / "in.png")
     code, _, err = run([src, "-m", tiny_model, "-o", tmp_path / "out.jpg"], capsys)
     assert code == 0, err
@@ -93,7 +101,9 @@ def test_output_extension_chooses_format(tiny_model: Path, tmp_path: Path, capsy
         assert img.format == "JPEG"
 
 
-def test_batch_keeps_formats_and_folders(tiny_model: Path, image_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_batch_keeps_formats_and_folders(
+    tiny_model: Path, image_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     extra = photo(tmp_path / "single.webp", (40, 44))
     out = tmp_path / "styled"
     code, stdout, err = run([image_folder, extra, "-m", tiny_model, "-o", out], capsys)
@@ -101,12 +111,17 @@ def test_batch_keeps_formats_and_folders(tiny_model: Path, image_folder: Path, t
     expected = sorted([*(str(p.relative_to(image_folder)) for p in image_folder.rglob("*.*")), "single.webp"])
     assert files_in(out) == expected
     for name in expected:
-        with Image.open(image_folder / name if name != "single.webp" else extra) as a, Image.open(out / name) as b:
+        with (
+            Image.open(image_folder / name if name != "single.webp" else extra) as a,
+            Image.open(out / name) as b,
+        ):
             assert (b.format, b.size) == (a.format, a.size)
     assert "stylized 7 of 7 image(s)" in stdout
 
 
-def test_single_input_into_existing_folder(tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_single_input_into_existing_folder(
+    tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     src = photo(tmp_path / "in.jpg")
     (tmp_path / "out").mkdir()
     code, _, err = run([src, "-m", tiny_model, "-o", tmp_path / "out"], capsys)
@@ -156,7 +171,9 @@ def test_alpha_is_kept(tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureF
     assert code == 0, err
     with Image.open(tmp_path / "out" / "p.png") as img, Image.open(tmp_path / "p.png") as src:
         assert img.mode == "RGBA"
-        assert np.array_equal(np.asarray(img.getchannel("A")), np.asarray(src.convert("RGBA").getchannel("A")))
+        assert np.array_equal(
+            np.asarray(img.getchannel("A")), np.asarray(src.convert("RGBA").getchannel("A"))
+        )
     # a format without alpha gets the image flattened, not an error
     code, _, err = run([tmp_path / "rgba.png", "-m", tiny_model, "-o", tmp_path / "flat.jpg"], capsys)
     assert code == 0, err
@@ -164,7 +181,9 @@ def test_alpha_is_kept(tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureF
         assert (img.mode, img.size) == ("RGB", (44, 36))
 
 
-def test_exif_orientation_is_applied(tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_exif_orientation_is_applied(
+    tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     pixels = np.zeros((24, 40, 3), np.uint8)
     pixels[:, :20] = (255, 0, 0)  # stored: red left half, 40 wide and 24 high
     exif = Image.Exif()
@@ -180,12 +199,16 @@ def test_exif_orientation_is_applied(tiny_model: Path, tmp_path: Path, capsys: p
     assert shown[:18, :, 0].mean() > 200 and shown[22:, :, 0].mean() < 60  # red on top after rotation
 
 
-def test_sixteen_bit_gray_and_cmyk(tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_sixteen_bit_gray_and_cmyk(
+    tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     ramp = (np.linspace(0, 65535, 48 * 32).reshape(32, 48)).astype(np.uint16)
     Image.fromarray(ramp).save(tmp_path / "deep.png")
     with Image.open(tmp_path / "deep.png") as check:
         assert check.mode.startswith("I")
-    code, _, err = run([tmp_path / "deep.png", "-m", tiny_model, "-o", tmp_path / "deep_out.png", "--strength", "0"], capsys)
+    code, _, err = run(
+        [tmp_path / "deep.png", "-m", tiny_model, "-o", tmp_path / "deep_out.png", "--strength", "0"], capsys
+    )
     assert code == 0, err
     with Image.open(tmp_path / "deep_out.png") as img:
         assert (img.mode, img.size) == ("RGB", (48, 32))
@@ -216,13 +239,17 @@ def test_tiled_matches_untiled(tiny_model: Path, tmp_path: Path) -> None:
     assert diff.mean() < 0.5 and diff.max() <= 12, (diff.mean(), diff.max())
 
 
-def test_large_image_is_tiled_automatically(tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_large_image_is_tiled_automatically(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     stylizer = Stylizer.from_file(tiny_model)
     pixels = np.asarray(Image.open(photo(tmp_path / "big.png", (160, 128), seed=4)))
     whole = stylizer.stylize_array(pixels).astype(int)
     sizes: list[tuple[int, int]] = []
     forward = stylizer.net.forward_aligned
-    monkeypatch.setattr(stylizer.net, "forward_aligned", lambda x: (sizes.append(tuple(x.shape[-2:])), forward(x))[1])
+    monkeypatch.setattr(
+        stylizer.net, "forward_aligned", lambda x: (sizes.append(tuple(x.shape[-2:])), forward(x))[1]
+    )
     # Over the limit: tiles, with statistics from a copy at most a quarter of the size.
     stylizer.auto_tile_pixels = 160 * 128 // 4
     tiled = stylizer.stylize_array(pixels).astype(int)
@@ -230,7 +257,9 @@ def test_large_image_is_tiled_automatically(tiny_model: Path, tmp_path: Path, mo
     assert np.abs(tiled - whole).mean() < 12  # statistics from a smaller copy: close, not equal
 
 
-def test_out_of_memory_falls_back_to_tiles(tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_out_of_memory_falls_back_to_tiles(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     stylizer = Stylizer.from_file(tiny_model)
     pixels = np.asarray(Image.open(photo(tmp_path / "big.png", (150, 140), seed=5)))
     whole = stylizer.stylize_array(pixels).astype(int)
@@ -264,7 +293,14 @@ def _truncated_jpeg(path: Path) -> None:
         ("cut.jpg", _truncated_jpeg, "cannot read image"),
     ],
 )
-def test_bad_input(tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, make: object, message: str) -> None:
+def test_bad_input(
+    tiny_model: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    make: object,
+    message: str,
+) -> None:
     src = tmp_path / "in" / name
     src.parent.mkdir()
     if make is not None:
@@ -278,7 +314,9 @@ def test_bad_input(tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixtu
     assert not (tmp_path / "out").exists()
 
 
-def test_decompression_bomb(tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_decompression_bomb(
+    tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     src = photo(tmp_path / "wide.png", (64, 48))
     monkeypatch.setattr(images_module, "MAX_PIXELS", 64 * 48 - 1)
     code, _, err = run([src, "-m", tiny_model, "-o", tmp_path / "out.png"], capsys)
@@ -293,9 +331,13 @@ def test_decompression_bomb(tiny_model: Path, tmp_path: Path, capsys: pytest.Cap
     assert not (tmp_path / "out.png").exists()
 
 
-def test_unknown_output_extension_fails_before_work(tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unknown_output_extension_fails_before_work(
+    tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     src = photo(tmp_path / "in.png")
-    monkeypatch.setattr(Stylizer, "from_file", lambda *a, **k: pytest.fail("model loaded before the output was checked"))
+    monkeypatch.setattr(
+        Stylizer, "from_file", lambda *a, **k: pytest.fail("model loaded before the output was checked")
+    )
     for out in ["out.xyz", "out"]:
         code, _, err = run([src, "-m", tiny_model, "-o", tmp_path / out], capsys)
         assert code == 2
@@ -305,8 +347,8 @@ def test_unknown_output_extension_fails_before_work(tiny_model: Path, tmp_path: 
 
 # -- bad models -----------------------------------------------------------------------------------
 def _rewrite_safetensors(src: Path, dst: Path, meta: dict[str, str] | None = None, nan: bool = False) -> Path:
-    from safetensors.torch import load_file, save_file
     from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
 
     with safe_open(str(src), framework="pt") as fh:
         metadata = dict(fh.metadata())
@@ -332,7 +374,9 @@ def _rewrite_safetensors(src: Path, dst: Path, meta: dict[str, str] | None = Non
         ("pth", "is a pickle file"),
     ],
 )
-def test_bad_model(tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str, message: str) -> None:
+def test_bad_model(
+    tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str, message: str
+) -> None:
     from safetensors.torch import save_file
 
     model = tmp_path / "bad" / "model.safetensors"
@@ -348,7 +392,9 @@ def test_bad_model(tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixtu
     elif kind == "unknown_arch":
         _rewrite_safetensors(tiny_model, model, {"arch": "unet9000"})
     elif kind == "wrong_shapes":
-        _rewrite_safetensors(tiny_model, model, {"model_kwargs": json.dumps({"channels": [8, 8, 8], "num_residual": 1})})
+        _rewrite_safetensors(
+            tiny_model, model, {"model_kwargs": json.dumps({"channels": [8, 8, 8], "num_residual": 1})}
+        )
     elif kind == "nan":
         _rewrite_safetensors(tiny_model, model, nan=True)
     elif kind == "pth":
@@ -366,7 +412,13 @@ def test_bad_model(tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixtu
 
 @pytest.mark.parametrize("suffix", [".pth", ".ckpt", ".safetensors", ".onnx", ".model"])
 @pytest.mark.parametrize("container", ["pickle", "torch.save"])
-def test_pickle_payload_never_runs(pickle_payload: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], suffix: str, container: str) -> None:
+def test_pickle_payload_never_runs(
+    pickle_payload: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    suffix: str,
+    container: str,
+) -> None:
     payload, marker = pickle_payload
     model = tmp_path / f"model{suffix}"
     if container == "pickle":
@@ -384,27 +436,41 @@ def test_pickle_payload_never_runs(pickle_payload: tuple[Path, Path], tmp_path: 
     assert marker.exists()
 
 
-def test_cuda_requested_without_cuda(tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cuda_requested_without_cuda(
+    tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     if torch.cuda.is_available():
         pytest.skip("CUDA is available here")
-    code, _, err = run([photo(tmp_path / "in.png"), "-m", tiny_model, "-o", tmp_path / "o.png", "--device", "cuda"], capsys)
+    code, _, err = run(
+        [photo(tmp_path / "in.png"), "-m", tiny_model, "-o", tmp_path / "o.png", "--device", "cuda"], capsys
+    )
     assert code == 2
     assert "CUDA was requested but is not available" in only_error_line(err)
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [(["--strength", "1.5"], "--strength must be within"), (["--tile", "8"], "--tile must be at least 64"), (["--max-size", "4"], "--max-size")],
+    [
+        (["--strength", "1.5"], "--strength must be within"),
+        (["--tile", "8"], "--tile must be at least 64"),
+        (["--max-size", "4"], "--max-size"),
+    ],
 )
-def test_bad_options(tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str) -> None:
-    code, _, err = run([photo(tmp_path / "in.png"), "-m", tiny_model, "-o", tmp_path / "o.png", *args], capsys)
+def test_bad_options(
+    tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    code, _, err = run(
+        [photo(tmp_path / "in.png"), "-m", tiny_model, "-o", tmp_path / "o.png", *args], capsys
+    )
     assert code == 2
     assert message in only_error_line(err)
     assert not (tmp_path / "o.png").exists()
 
 
 # -- never overwrite, batches go on, Ctrl-C leaves nothing ------------------------------------------------
-def test_existing_output_is_not_overwritten(tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_existing_output_is_not_overwritten(
+    tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     src = photo(tmp_path / "in.png")
     out = tmp_path / "out.png"
     out.write_bytes(b"precious")
@@ -418,7 +484,9 @@ def test_existing_output_is_not_overwritten(tiny_model: Path, tmp_path: Path, ca
         assert img.size == (48, 40)
 
 
-def test_output_may_not_replace_input(tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_output_may_not_replace_input(
+    tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     src = photo(tmp_path / "in.png")
     before = src.read_bytes()
     code, _, err = run([src, "-m", tiny_model, "-o", src, "--overwrite"], capsys)
@@ -427,7 +495,9 @@ def test_output_may_not_replace_input(tiny_model: Path, tmp_path: Path, capsys: 
     assert src.read_bytes() == before
 
 
-def test_batch_goes_on_past_bad_files(tiny_model: Path, image_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_batch_goes_on_past_bad_files(
+    tiny_model: Path, image_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     (image_folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     (image_folder / "readme.txt").write_text("ignored: not an image extension")
     out = tmp_path / "styled"
@@ -444,7 +514,9 @@ def test_batch_goes_on_past_bad_files(tiny_model: Path, image_folder: Path, tmp_
     assert (out / "img2.jpg").read_bytes() == b"already here"
 
 
-def test_two_inputs_one_output_name(tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_two_inputs_one_output_name(
+    tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     a = photo(tmp_path / "a" / "x.png")
     b = photo(tmp_path / "b" / "x.png")
     code, _, err = run([a, b, "-m", tiny_model, "-o", tmp_path / "out"], capsys)
@@ -453,7 +525,13 @@ def test_two_inputs_one_output_name(tiny_model: Path, tmp_path: Path, capsys: py
     assert not (tmp_path / "out").exists()
 
 
-def test_ctrl_c_leaves_no_partial_file(tiny_model: Path, image_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ctrl_c_leaves_no_partial_file(
+    tiny_model: Path,
+    image_folder: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     real_save = Image.Image.save
     calls = {"n": 0}
 
@@ -473,7 +551,9 @@ def test_ctrl_c_leaves_no_partial_file(tiny_model: Path, image_folder: Path, tmp
 
 
 # -- ONNX models, the library API, and what inference imports -------------------------------------------
-def test_onnx_model_stylizes_like_safetensors(tiny_ckpt: Path, tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_onnx_model_stylizes_like_safetensors(
+    tiny_ckpt: Path, tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     pytest.importorskip("onnxruntime", reason="ONNX models need onnxruntime (extra: onnx)")
     pytest.importorskip("onnx", reason="ONNX export needs the onnx package (extra: onnx)")
     onnx_model = tmp_path / "tiny.onnx"
@@ -513,7 +593,11 @@ def test_inference_imports_no_training_code(tiny_model: Path, tmp_path: Path) ->
         "print(sorted(m for m in sys.modules if m.split('.')[0] in banned or m.startswith(banned)))\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120,
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
         env={**__import__("os").environ, "PYTHONPATH": str(ROOT)},
     )
     assert result.returncode == 0, result.stderr
@@ -541,9 +625,8 @@ def test_exclusive_write_keeps_a_file_that_appeared_meanwhile(tmp_path: Path) ->
     from fast_style.files import atomic_path
 
     target = tmp_path / "out.png"
-    with pytest.raises(FileExistsError):
-        with atomic_path(target, overwrite=False) as tmp:
-            tmp.write_bytes(b"new")
-            target.write_bytes(b"someone else's")  # created after the early existence check
+    with pytest.raises(FileExistsError), atomic_path(target, overwrite=False) as tmp:
+        tmp.write_bytes(b"new")
+        target.write_bytes(b"someone else's")  # created after the early existence check
     assert target.read_bytes() == b"someone else's"
     assert files_in(tmp_path) == ["out.png"]

@@ -32,7 +32,14 @@ TINY = [
 
 def train(run_dir: Path, image_folder: Path, style_path: Path, *extra: str) -> int:
     return main(
-        ["train", f"style_image={style_path}", f"data.root={image_folder}", f"hydra.run.dir={run_dir}", *TINY, *extra]
+        [
+            "train",
+            f"style_image={style_path}",
+            f"data.root={image_folder}",
+            f"hydra.run.dir={run_dir}",
+            *TINY,
+            *extra,
+        ]
     )
 
 
@@ -50,9 +57,12 @@ def test_train_writes_checkpoint_scalars_and_images(tmp_path, image_folder, styl
     assert ckpt["global_step"] == 3
     keys = list(ckpt["state_dict"])
     assert keys and all(k.startswith("net.") for k in keys)  # no VGG, no style targets
-    assert ckpt["fast_style"]["model"] == {"arch": "johnson", "kwargs": {"channels": [4, 8, 8], "num_residual": 1}}
+    assert ckpt["fast_style"]["model"] == {
+        "arch": "johnson",
+        "kwargs": {"channels": [4, 8, 8], "num_residual": 1},
+    }
     assert ckpt["fast_style"]["style_name"] == "style"
-    assert "optimizer_states" in ckpt and ckpt["optimizer_states"]
+    assert ckpt.get("optimizer_states")
 
     acc = events(run)
     tags = acc.Tags()
@@ -133,7 +143,9 @@ def test_corrupt_images_are_skipped_and_counted(tmp_path, image_folder, style_pa
 def test_too_many_corrupt_images_stop_training(tmp_path, image_folder, style_path, capsys):
     for i in range(4):
         (image_folder / f"broken{i}.png").write_bytes(b"not a png")
-    code = train(tmp_path / "run", image_folder, style_path, "trainer.max_steps=20", "data.max_bad_fraction=0.2")
+    code = train(
+        tmp_path / "run", image_folder, style_path, "trainer.max_steps=20", "data.max_bad_fraction=0.2"
+    )
     assert code == 1  # found during the work
     err = capsys.readouterr().err
     assert "training images are unreadable" in err and "data.max_bad_fraction=0.2" in err
@@ -152,13 +164,21 @@ def test_documented_override_keys_exist():
     from fast_style.cli.hydra_app import config_dir
 
     overrides = [
-        "style_image=s.jpg", "data.root=d", "data.image_size=64", "data.batch_size=2",
-        "loss.network=vgg19", "loss.weights=none", "trainer.max_steps=5", "trainer.accelerator=cpu",
+        "style_image=s.jpg",
+        "data.root=d",
+        "data.image_size=64",
+        "data.batch_size=2",
+        "loss.network=vgg19",
+        "loss.weights=none",
+        "trainer.max_steps=5",
+        "trainer.accelerator=cpu",
         "ckpt_path=last",
     ]
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         for experiment in ("smoke", "coco"):
-            cfg = compose("train", overrides=[*overrides, f"experiment={experiment}"], return_hydra_config=True)
+            cfg = compose(
+                "train", overrides=[*overrides, f"experiment={experiment}"], return_hydra_config=True
+            )
             assert cfg.loss.network == "vgg19" and cfg.data.image_size == 64 and cfg.trainer.max_steps == 5
         default = compose("train", overrides=["style_image=s.jpg"])
     assert default.loss.content_layers == ["relu2_2"]

@@ -92,9 +92,9 @@ def compare(cfg: DictConfig) -> Path:
     from hydra.utils import instantiate
 
     from fast_style.compare import markdown_table, run_compare, write_outputs
+    from fast_style.devices import resolve_device
     from fast_style.images import load_image_tensor
     from fast_style.inference import Stylizer
-    from fast_style.devices import resolve_device
     from fast_style.optimize import INITS, MIN_SIDE
     from fast_style.trained_loss import recorded_loss
     from fast_style.validation import check_image_sides
@@ -110,7 +110,9 @@ def compare(cfg: DictConfig) -> Path:
     stylizer = Stylizer.from_file(cfg.model_file, device=str(device))
     content = load_image_tensor(cfg.content_image, cfg.image_size)
     check_image_sides(
-        content, MIN_SIDE, f"content image {cfg.content_image} at image_size={cfg.image_size}",
+        content,
+        MIN_SIDE,
+        f"content image {cfg.content_image} at image_size={cfg.image_size}",
         "use a larger image_size or a less elongated image",
     )
     paths = style_paths(cfg.style_image)
@@ -127,11 +129,17 @@ def compare(cfg: DictConfig) -> Path:
     check_style_sides(styles, paths, int(style_size), cfg.loss)
     trained_style = recorded.get("style_image")
     if trained_style and [Path(p).name for p in paths] != [trained_style]:
-        differences.append(f"style image {trained_style} (model) vs {', '.join(Path(p).name for p in paths)} (here)")
+        differences.append(
+            f"style image {trained_style} (model) vs {', '.join(Path(p).name for p in paths)} (here)"
+        )
     if recorded.get("style_size") and int(recorded["style_size"]) != max(styles[0].shape[-2:]):
-        differences.append(f"style_size {recorded['style_size']} (model) vs {max(styles[0].shape[-2:])} (here)")
+        differences.append(
+            f"style_size {recorded['style_size']} (model) vs {max(styles[0].shape[-2:])} (here)"
+        )
     if differences:
-        log.warning("the model was trained with another loss than the one measuring here: %s", "; ".join(differences))
+        log.warning(
+            "the model was trained with another loss than the one measuring here: %s", "; ".join(differences)
+        )
     settings = pixel_optimizer_settings(cfg)
 
     loss = instantiate(cfg.loss).to(device)
@@ -171,8 +179,12 @@ def compare(cfg: DictConfig) -> Path:
         try:
             write_outputs(report, rescue, header=header, tile=int(cfg.figure_tile))
         except (OSError, ValueError):
-            raise RunFailed(f"cannot write the results to {out_dir} ({one_line(exc)}), nor to {rescue}") from None
-        raise RunFailed(f"cannot write the results to {out_dir} ({one_line(exc)}); they were kept in {rescue}") from None
+            raise RunFailed(
+                f"cannot write the results to {out_dir} ({one_line(exc)}), nor to {rescue}"
+            ) from None
+        raise RunFailed(
+            f"cannot write the results to {out_dir} ({one_line(exc)}); they were kept in {rescue}"
+        ) from None
     log.info("wrote %s", ", ".join(str(p) for p in written.values()))
     if report.error is not None:
         raise RunFailed(f"optimization stopped early: {report.error}; partial results are in {out_dir}")
@@ -186,7 +198,9 @@ def check_output_dir(out_dir: Path, overwrite: bool) -> Path:
     out_dir = check_writable(out_dir.expanduser(), folder=True, what="output_dir")
     existing = [name for name in OUTPUT_FILES if (out_dir / name).exists()]
     if existing and not overwrite:
-        raise FastStyleError(f"{out_dir} already holds {', '.join(existing)}; pass overwrite=true or another output_dir")
+        raise FastStyleError(
+            f"{out_dir} already holds {', '.join(existing)}; pass overwrite=true or another output_dir"
+        )
     return out_dir
 
 
@@ -198,7 +212,9 @@ def check_run_folder(cfg: DictConfig, run_dir: Path) -> None:
 
     overwrite = bool(cfg.get("overwrite"))
     refuse_existing_run(
-        run_dir, ("tensorboard", ".hydra"), allowed=overwrite,
+        run_dir,
+        ("tensorboard", ".hydra"),
+        allowed=overwrite,
         how="pass overwrite=true to replace its results, or another hydra.run.dir",
     )
     try:
@@ -214,7 +230,7 @@ def translate_args(argv: Sequence[str]) -> list[str]:
     ``model`` is the training config group (configs/model/), so Hydra would read ``model=PATH`` as a
     choice of that group; the command line promised by the docs says ``model=``, so it is renamed.
     """
-    return [f"model_file={arg[len('model='):]}" if arg.startswith("model=") else arg for arg in argv]
+    return [f"model_file={arg[len('model=') :]}" if arg.startswith("model=") else arg for arg in argv]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -24,8 +24,12 @@ def _parser() -> argparse.ArgumentParser:
         ),
         epilog="TorchScript is not offered: safetensors serves PyTorch, ONNX serves other runtimes.",
     )
-    parser.add_argument("checkpoint", metavar="CKPT", help="a fast-style training checkpoint (.ckpt) or a .safetensors file")
-    parser.add_argument("-o", "--output", required=True, metavar="OUT", help="the file to write (.safetensors or .onnx)")
+    parser.add_argument(
+        "checkpoint", metavar="CKPT", help="a fast-style training checkpoint (.ckpt) or a .safetensors file"
+    )
+    parser.add_argument(
+        "-o", "--output", required=True, metavar="OUT", help="the file to write (.safetensors or .onnx)"
+    )
     parser.add_argument(
         "--format",
         choices=["safetensors", "onnx", "torchscript"],

@@ -13,11 +13,23 @@ __all__ = ["COMMANDS", "main"]
 # command -> (module with a ``main(argv) -> int``, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("fast_style.cli.train", "train a feed-forward style network (Hydra: configs/train.yaml)"),
-    "optimize": ("fast_style.cli.optimize", "stylize one image by optimizing its pixels (Hydra: configs/optimize.yaml)"),
-    "compare": ("fast_style.cli.compare", "optimization vs a feed-forward model on one image (configs/compare.yaml)"),
-    "export": ("fast_style.cli.export", "turn a training checkpoint into a .safetensors or .onnx inference file"),
+    "optimize": (
+        "fast_style.cli.optimize",
+        "stylize one image by optimizing its pixels (Hydra: configs/optimize.yaml)",
+    ),
+    "compare": (
+        "fast_style.cli.compare",
+        "optimization vs a feed-forward model on one image (configs/compare.yaml)",
+    ),
+    "export": (
+        "fast_style.cli.export",
+        "turn a training checkpoint into a .safetensors or .onnx inference file",
+    ),
     "stylize": ("fast_style.cli.stylize", "stylize photos with an exported model (files or folders)"),
-    "serve": ("fast_style.cli.serve", "a local web page and HTTP API for stylizing photos (needs the web extra)"),
+    "serve": (
+        "fast_style.cli.serve",
+        "a local web page and HTTP API for stylizing photos (needs the web extra)",
+    ),
 }
 
 USAGE = "usage: fast-style {" + ",".join(COMMANDS) + "} [args...]   (fast-style COMMAND --help for more)"

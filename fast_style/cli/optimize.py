@@ -14,7 +14,15 @@ from fast_style.cli.hydra_app import run_hydra_task
 from fast_style.errors import FastStyleError, RunFailed, one_line
 from fast_style.files import check_writable, rescue_path
 
-__all__ = ["check_output", "check_run_folder", "check_style_sides", "load_styles", "main", "optimize", "style_paths"]
+__all__ = [
+    "check_output",
+    "check_run_folder",
+    "check_style_sides",
+    "load_styles",
+    "main",
+    "optimize",
+    "style_paths",
+]
 
 log = logging.getLogger("fast_style.optimize")
 
@@ -30,7 +38,6 @@ def style_paths(value: Any) -> list[str]:
     return paths
 
 
-
 def pixel_optimizer_settings(cfg: DictConfig) -> dict[str, Any]:
     """The optimizer, learning-rate decay, start and seed arguments shared by optimize and compare."""
     from hydra.utils import instantiate
@@ -43,6 +50,7 @@ def pixel_optimizer_settings(cfg: DictConfig) -> dict[str, Any]:
         "init": cfg.init,
         "seed": cfg.seed,
     }
+
 
 def check_output(path: str | Path, overwrite: bool) -> Path:
     """Refuse an output that exists (unless ``overwrite``), is a folder, has no image extension, or cannot be written."""
@@ -58,16 +66,22 @@ def check_output(path: str | Path, overwrite: bool) -> Path:
     return check_writable(path)
 
 
-def check_style_sides(styles: Sequence[Any], paths: Sequence[str], long_side: int, loss_cfg: DictConfig) -> None:
+def check_style_sides(
+    styles: Sequence[Any], paths: Sequence[str], long_side: int, loss_cfg: DictConfig
+) -> None:
     """Refuse style images that would be thinner than the loss network allows once scaled to ``long_side``."""
     from fast_style.validation import check_image_sides, loss_min_side
 
     min_side = loss_min_side([*loss_cfg.content_layers, *loss_cfg.style_layers])
-    for style, path in zip(styles, paths):
+    for style, path in zip(styles, paths, strict=False):
         h, w = style.shape[-2:]
-        scaled = style.new_empty(1, 3, max(1, round(h * long_side / max(h, w))), max(1, round(w * long_side / max(h, w))))
+        scaled = style.new_empty(
+            1, 3, max(1, round(h * long_side / max(h, w))), max(1, round(w * long_side / max(h, w)))
+        )
         check_image_sides(
-            scaled, min_side, f"style image {path} scaled to a {long_side} px long side",
+            scaled,
+            min_side,
+            f"style image {path} scaled to a {long_side} px long side",
             "use a larger image_size or style_scale, or a less elongated style image",
         )
 
@@ -77,7 +91,9 @@ def check_run_folder(cfg: DictConfig, run_dir: Path) -> None:
     from fast_style.cli.hydra_app import refuse_existing_run
 
     refuse_existing_run(
-        run_dir, ("tensorboard", ".hydra"), allowed=bool(cfg.get("overwrite")),
+        run_dir,
+        ("tensorboard", ".hydra"),
+        allowed=bool(cfg.get("overwrite")),
         how="pass overwrite=true to add to it, or another hydra.run.dir",
     )
 
@@ -96,7 +112,7 @@ def load_styles(paths: Sequence[str], long_side: int | None, blend: Sequence[flo
     from fast_style.validation import warn_if_poor_style
 
     styles = [load_image_tensor(p, long_side) for p in paths]
-    for path, style in zip(paths, styles):
+    for path, style in zip(paths, styles, strict=False):
         warn_if_poor_style(path, style)
     return styles
 
@@ -106,9 +122,9 @@ def optimize(cfg: DictConfig) -> Path:
     from hydra.core.hydra_config import HydraConfig
     from hydra.utils import instantiate
 
-    from fast_style.images import load_image_tensor, tensor_to_image
     from fast_style.devices import resolve_device
-    from fast_style.optimize import MIN_SIDE, INITS, TensorBoardMonitor, optimize_image, scale_sizes
+    from fast_style.images import load_image_tensor, tensor_to_image
+    from fast_style.optimize import INITS, MIN_SIDE, TensorBoardMonitor, optimize_image, scale_sizes
     from fast_style.validation import check_image_sides
 
     # Cheap checks first, so a typo fails in a second rather than after loading VGG.
@@ -121,7 +137,9 @@ def optimize(cfg: DictConfig) -> Path:
         raise FastStyleError(f"style_scale must be positive, got {cfg.style_scale}")
     content = load_image_tensor(cfg.content_image, cfg.image_size)
     check_image_sides(
-        content, MIN_SIDE, f"content image {cfg.content_image} at image_size={cfg.image_size}",
+        content,
+        MIN_SIDE,
+        f"content image {cfg.content_image} at image_size={cfg.image_size}",
         "use a larger image_size or a less elongated image",
     )
     style_long = math.ceil(float(cfg.style_scale) * max(content.shape[-2:]))
@@ -139,8 +157,12 @@ def optimize(cfg: DictConfig) -> Path:
     plan = list(cfg.scale_steps) if cfg.scale_steps is not None else [int(cfg.steps)] * int(cfg.scales)
     log.info(
         "optimizer=%s, steps per scale %s, %dx%d px, loss network %s; TensorBoard in %s",
-        choices.get("optimizer"), plan, content.shape[-1], content.shape[-2],
-        cfg.loss.network, run_dir / "tensorboard",
+        choices.get("optimizer"),
+        plan,
+        content.shape[-1],
+        content.shape[-2],
+        cfg.loss.network,
+        run_dir / "tensorboard",
     )
     monitor = TensorBoardMonitor(run_dir / "tensorboard", cfg.log_images_every_n_steps)
     try:
@@ -166,15 +188,22 @@ def optimize(cfg: DictConfig) -> Path:
     if output.exists() and not cfg.overwrite:
         rescue = rescue_path(output)
         _save_or_rescue(tensor_to_image(result.image), rescue, params)
-        raise RunFailed(f"output {output} appeared while optimizing; not replacing it, the result is in {rescue}")
+        raise RunFailed(
+            f"output {output} appeared while optimizing; not replacing it, the result is in {rescue}"
+        )
     saved = _save_or_rescue(tensor_to_image(result.image), output, params)
     if result.error is not None:
         raise RunFailed(f"{result.error}; it is in {saved}")
     last = result.history[-1]
     log.info(
         "%d steps in %.1f s (%.3f s/step); loss content %.4g, style %.4g, tv %.4g, total %.4g",
-        result.steps, result.elapsed, result.elapsed / max(result.steps, 1),
-        last["content"], last["style"], last["tv"], last["total"],
+        result.steps,
+        result.elapsed,
+        result.elapsed / max(result.steps, 1),
+        last["content"],
+        last["style"],
+        last["tv"],
+        last["total"],
     )
     log.info("wrote %s", output)
     return output
@@ -191,7 +220,9 @@ def _save_or_rescue(image: Any, output: Path, params: dict[str, Any]) -> Path:
         try:
             save_image(image, rescue, **params)
         except (OSError, ValueError):
-            raise RunFailed(f"cannot write {output} ({one_line(exc)}), nor a copy in {rescue.parent}") from None
+            raise RunFailed(
+                f"cannot write {output} ({one_line(exc)}), nor a copy in {rescue.parent}"
+            ) from None
         raise RunFailed(f"cannot write {output} ({one_line(exc)}); the result was kept in {rescue}") from None
 
 

@@ -6,6 +6,7 @@ Needs the ``web`` extra: ``pip install -e ".[web]"``. Imports nothing from train
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Sequence
 
@@ -27,7 +28,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)"
     )
-    parser.add_argument("--port", type=int, default=7860, help="port to listen on (default: 7860; 0 picks a free one)")
+    parser.add_argument(
+        "--port", type=int, default=7860, help="port to listen on (default: 7860; 0 picks a free one)"
+    )
     parser.add_argument(
         "--models",
         nargs="+",
@@ -57,7 +60,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from fast_style.web.app import create_app
         from fast_style.web.server import bind, is_loopback, serve
     except ImportError as exc:
-        print(f'{PROG}: error: the web extra is not installed ({exc.name}): pip install -e ".[web]"', file=sys.stderr)
+        print(
+            f'{PROG}: error: the web extra is not installed ({exc.name}): pip install -e ".[web]"',
+            file=sys.stderr,
+        )
         return EXIT_USAGE
 
     local = is_loopback(args.host)
@@ -90,10 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     shown = f"[{host}]" if ":" in host else host
     print(f"{PROG}: {len(state.catalog)} models ({', '.join(state.catalog.names())})")
     print(f"{PROG}: open http://{shown}:{port}/ in a browser (Ctrl+C stops)", flush=True)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn shuts down cleanly, then passes Ctrl+C on
         serve(app, sock, access_log=args.access_log)
-    except KeyboardInterrupt:  # uvicorn shuts down cleanly, then passes Ctrl+C on
-        pass
     print(f"{PROG}: stopped")
     return EXIT_OK
 

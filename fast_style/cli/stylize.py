@@ -67,7 +67,9 @@ def plan_jobs(inputs: Sequence[str], output: str) -> list[Job]:
             if source.is_dir():
                 found = folder_images(source)
                 if not found:
-                    jobs.append(Job(source, out, f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder {source}"))
+                    jobs.append(
+                        Job(source, out, f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder {source}")
+                    )
                 jobs.extend(Job(p, out / p.relative_to(source)) for p in found)
             else:
                 jobs.append(Job(source, out / source.name))
@@ -93,16 +95,40 @@ def _parser() -> argparse.ArgumentParser:
         description="Stylize photos with an exported model (.safetensors, or .onnx with onnxruntime).",
         epilog="Exit codes: 0 all done, 1 some inputs failed, 2 usage or model error, 130 interrupted.",
     )
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders (searched recursively)")
+    parser.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help="image files or folders (searched recursively)"
+    )
     parser.add_argument("-m", "--model", required=True, help="exported model file (.safetensors or .onnx)")
     parser.add_argument(
         "-o", "--output", required=True, help="output file for one input image, else an output folder"
     )
-    parser.add_argument("--max-size", type=int, default=None, metavar="N", help="scale down so the longer side is at most N px")
-    parser.add_argument("--tile", type=int, default=None, metavar="N", help="process in N px tiles (default: only when needed)")
-    parser.add_argument("--strength", type=float, default=1.0, metavar="S", help="blend with the original: 0 = photo, 1 = full style")
-    parser.add_argument("--preserve-color", action="store_true", help="keep the photo's colours (transfer luminance only)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run (default: auto)")
+    parser.add_argument(
+        "--max-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="scale down so the longer side is at most N px",
+    )
+    parser.add_argument(
+        "--tile",
+        type=int,
+        default=None,
+        metavar="N",
+        help="process in N px tiles (default: only when needed)",
+    )
+    parser.add_argument(
+        "--strength",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="blend with the original: 0 = photo, 1 = full style",
+    )
+    parser.add_argument(
+        "--preserve-color", action="store_true", help="keep the photo's colours (transfer luminance only)"
+    )
+    parser.add_argument(
+        "--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run (default: auto)"
+    )
     parser.add_argument(
         "--backend",
         default="auto",
@@ -149,10 +175,16 @@ def _run_job(job: Job, stylizer: object, args: argparse.Namespace) -> None:
     source = open_image(job.source)
     fmt = image_format_for(job.target)
     result = stylizer.stylize(  # type: ignore[attr-defined]
-        source, strength=args.strength, preserve_color=args.preserve_color, tile=args.tile, max_size=args.max_size
+        source,
+        strength=args.strength,
+        preserve_color=args.preserve_color,
+        tile=args.tile,
+        max_size=args.max_size,
     )
     try:
-        save_image(_for_format(result, fmt), job.target, overwrite=args.overwrite, **_save_params(source, fmt))
+        save_image(
+            _for_format(result, fmt), job.target, overwrite=args.overwrite, **_save_params(source, fmt)
+        )
     except FileExistsError:
         raise FastStyleError(f"{job.target} exists; pass --overwrite to replace it") from None
     except (OSError, ValueError) as exc:
@@ -194,7 +226,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     start = time.perf_counter()
     done = failed = 0
-    progress = tqdm(jobs, desc="stylize", unit="image", disable=None if len(jobs) > 1 else True, file=sys.stderr)
+    progress = tqdm(
+        jobs, desc="stylize", unit="image", disable=None if len(jobs) > 1 else True, file=sys.stderr
+    )
     try:
         for job in progress:
             try:
@@ -214,7 +248,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     seconds = time.perf_counter() - start
     per_image = f", {seconds / done:.2f} s/image" if done else ""
-    paths = ", ".join(f"{n} {p}" if len(stylizer.paths_used) > 1 else p for p, n in stylizer.paths_used.items())
+    paths = ", ".join(
+        f"{n} {p}" if len(stylizer.paths_used) > 1 else p for p, n in stylizer.paths_used.items()
+    )
     where = f"{stylizer.device.type} ({paths})" if paths else stylizer.device.type
     summary = f"stylized {done} of {len(jobs)} image(s) in {seconds:.2f} s{per_image} on {where}"
     if failed:

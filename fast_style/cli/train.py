@@ -44,7 +44,9 @@ def _resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> tuple[str, dict[
             )
         path, ckpt = found
         if path.name != "last.ckpt":
-            log.warning("resuming from %s (step %d): no newer readable last.ckpt", path, ckpt.get("global_step", 0))
+            log.warning(
+                "resuming from %s (step %d): no newer readable last.ckpt", path, ckpt.get("global_step", 0)
+            )
         return str(path), ckpt
     return str(ckpt_path), read_training_checkpoint(str(ckpt_path))
 
@@ -149,7 +151,8 @@ def train(cfg: DictConfig) -> Path:
     speed = _resolve_speed(cfg)
     style = load_image_tensor(cfg.style_image, cfg.style_size)
     check_image_sides(
-        style, loss_min_side([*cfg.loss.content_layers, *cfg.loss.style_layers]),
+        style,
+        loss_min_side([*cfg.loss.content_layers, *cfg.loss.style_layers]),
         f"style image {cfg.style_image} at style_size={cfg.style_size}",
         "use a larger style_size or a less elongated style image",
     )
@@ -191,8 +194,13 @@ def train(cfg: DictConfig) -> Path:
     log.info("run folder: %s", run_dir)
     log.info(
         "speed: precision %s, cudnn benchmark %s, channels_last %s, fused Adam %s, pin_memory %s, compile %s/%s",
-        speed.precision, speed.benchmark, speed.channels_last, speed.fused, speed.pin_memory,
-        cfg.speed.compile, cfg.speed.compile_loss,
+        speed.precision,
+        speed.benchmark,
+        speed.channels_last,
+        speed.fused,
+        speed.pin_memory,
+        cfg.speed.compile,
+        cfg.speed.compile_loss,
     )
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume[0] if resume is not None else None)

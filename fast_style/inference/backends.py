@@ -44,7 +44,12 @@ class OnnxRuntimeBackend:
     name = "onnxruntime"
 
     def __init__(
-        self, session: Any = None, *, net: TransformNetwork | None = None, multiple: int = 4, device: torch.device
+        self,
+        session: Any = None,
+        *,
+        net: TransformNetwork | None = None,
+        multiple: int = 4,
+        device: torch.device,
     ) -> None:
         if session is None and net is None:
             raise ValueError("OnnxRuntimeBackend needs a session or a network")
@@ -56,7 +61,9 @@ class OnnxRuntimeBackend:
     @classmethod
     def from_file(cls, path: Path, multiple: int, device: torch.device) -> OnnxRuntimeBackend:
         """A backend running the exported ``.onnx`` graph at ``path``."""
-        return cls(onnx_runtime.build_session(path, device.type, name=path.name), multiple=multiple, device=device)
+        return cls(
+            onnx_runtime.build_session(path, device.type, name=path.name), multiple=multiple, device=device
+        )
 
     def run(self, images: torch.Tensor) -> torch.Tensor:
         """Stylize ``images`` of any size: the graph takes multiples of ``multiple``, so pad and crop."""
@@ -75,5 +82,7 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     if backend == "auto":
         return "onnxruntime" if device.type == "cpu" and onnx_runtime.available() else "torch"
     if backend == "onnxruntime" and not onnx_runtime.available():
-        raise FastStyleError("the onnxruntime backend needs onnx and onnxruntime: pip install onnx onnxruntime")
+        raise FastStyleError(
+            "the onnxruntime backend needs onnx and onnxruntime: pip install onnx onnxruntime"
+        )
     return backend

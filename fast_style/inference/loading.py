@@ -98,7 +98,7 @@ def _check_tensors_match(path: Path, meta: dict[str, Any]) -> None:
 
     try:
         with safe_open(str(path), framework="pt") as fh:
-            shapes = {key: fh.get_slice(key).get_shape() for key in fh.keys()}
+            shapes = {key: fh.get_slice(key).get_shape() for key in fh.keys()}  # noqa: SIM118 (safe_open is not a dict)
     except Exception as exc:
         raise FastStyleError(f"cannot read model file {path}: {one_line(exc)}") from None
     try:

@@ -26,7 +26,15 @@ from torch import nn
 from fast_style.errors import FastStyleError
 from fast_style.models import TransformNetwork
 
-__all__ = ["ONNX_OPSET", "available", "build_session", "cache_dir", "onnx_graph", "run_session", "session_for"]
+__all__ = [
+    "ONNX_OPSET",
+    "available",
+    "build_session",
+    "cache_dir",
+    "onnx_graph",
+    "run_session",
+    "session_for",
+]
 
 ONNX_OPSET = 17
 # Bumped whenever onnx_graph() writes a different graph for the same network, so cached graphs are rebuilt.
@@ -111,7 +119,9 @@ def _blocked_weights(weight: np.ndarray, bias: np.ndarray, block: int) -> tuple[
                     r, p = (a + i) % block, (a + i) // block
                     s, q = (b + j) % block, (b + j) // block
                     blocked[a, b, :, r, s, :, p, q] = weight[:, :, i, j]
-    return blocked.reshape(block * block * cout, block * block * cin, taps, taps), np.tile(bias, block * block)
+    return blocked.reshape(block * block * cout, block * block * cin, taps, taps), np.tile(
+        bias, block * block
+    )
 
 
 def _blocked_output_convs(model: Any, block: int = 2) -> None:
@@ -140,8 +150,19 @@ def _blocked_output_convs(model: Any, block: int = 2) -> None:
         weight = numpy_helper.to_array(initializers[node.input[1]])
         bias = initializers.get(node.input[2])
         cout, _, k, k2 = weight.shape
-        plain = attrs.get("group", 1) == 1 and set(attrs.get("strides", [1])) == {1} and set(attrs.get("dilations", [1])) == {1}
-        if not (plain and not any(attrs.get("pads", [0])) and k == k2 >= 5 and (k - 1) % block == 0 and cout * block * block <= 16 and bias is not None):
+        plain = (
+            attrs.get("group", 1) == 1
+            and set(attrs.get("strides", [1])) == {1}
+            and set(attrs.get("dilations", [1])) == {1}
+        )
+        if not (
+            plain
+            and not any(attrs.get("pads", [0]))
+            and k == k2 >= 5
+            and (k - 1) % block == 0
+            and cout * block * block <= 16
+            and bias is not None
+        ):
             continue
         blocked_weight, blocked_bias = _blocked_weights(weight, numpy_helper.to_array(bias), block)
         stem = node.output[0]
@@ -149,17 +170,29 @@ def _blocked_output_convs(model: Any, block: int = 2) -> None:
         activation = after[0] if len(after) == 1 and after[0].op_type in _ELEMENTWISE else None
         final = activation.output[0] if activation is not None else stem
         graph.initializer.extend(
-            [numpy_helper.from_array(blocked_weight, f"{stem}_blocked_weight"), numpy_helper.from_array(blocked_bias, f"{stem}_blocked_bias")]
+            [
+                numpy_helper.from_array(blocked_weight, f"{stem}_blocked_weight"),
+                numpy_helper.from_array(blocked_bias, f"{stem}_blocked_bias"),
+            ]
         )
         replacement = [
             helper.make_node("SpaceToDepth", [node.input[0]], [f"{stem}_blocks_in"], blocksize=block),
             helper.make_node(
-                "Conv", [f"{stem}_blocks_in", f"{stem}_blocked_weight", f"{stem}_blocked_bias"], [f"{stem}_blocks"], kernel_shape=list(blocked_weight.shape[2:])
+                "Conv",
+                [f"{stem}_blocks_in", f"{stem}_blocked_weight", f"{stem}_blocked_bias"],
+                [f"{stem}_blocks"],
+                kernel_shape=list(blocked_weight.shape[2:]),
             ),
         ]
         if activation is not None:
-            replacement.append(helper.make_node(activation.op_type, [f"{stem}_blocks"], [f"{stem}_blocks_activated"]))
-        replacement.append(helper.make_node("DepthToSpace", [replacement[-1].output[0]], [final], blocksize=block, mode="DCR"))
+            replacement.append(
+                helper.make_node(activation.op_type, [f"{stem}_blocks"], [f"{stem}_blocks_activated"])
+            )
+        replacement.append(
+            helper.make_node(
+                "DepthToSpace", [replacement[-1].output[0]], [final], blocksize=block, mode="DCR"
+            )
+        )
         rewritten.append((node, activation, replacement))
     for node, activation, replacement in rewritten:
         index = list(graph.node).index(node)
@@ -187,7 +220,9 @@ def cache_dir() -> Path | None:
 def _graph_key(net: TransformNetwork, opset: int) -> str:
     from fast_style import __version__
 
-    digest = hashlib.sha256(f"{type(net).__module__}.{type(net).__qualname__}|{__version__}|{opset}|{_GRAPH_REVISION}".encode())
+    digest = hashlib.sha256(
+        f"{type(net).__module__}.{type(net).__qualname__}|{__version__}|{opset}|{_GRAPH_REVISION}".encode()
+    )
     digest.update(repr(net.config()).encode())
     for name, tensor in net.state_dict().items():
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
@@ -231,7 +266,13 @@ def build_session(model: Any, device: str = "cpu", name: str = "model") -> Any:
         providers.insert(0, "CUDAExecutionProvider")
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    source = model if isinstance(model, bytes | str) else str(model) if isinstance(model, Path) else model.SerializeToString()
+    source = (
+        model
+        if isinstance(model, bytes | str)
+        else str(model)
+        if isinstance(model, Path)
+        else model.SerializeToString()
+    )
     try:
         return ort.InferenceSession(source, sess_options=options, providers=providers)
     except Exception as exc:

@@ -31,7 +31,9 @@ _STATS_ELEMENTS = 2048 * 2048 * 16
 _MIN_SIDE = 8  # smaller images are edge-padded up to this before any backend sees them
 
 
-def _finish(stylized: torch.Tensor, content: torch.Tensor, strength: float, preserve_color: bool) -> torch.Tensor:
+def _finish(
+    stylized: torch.Tensor, content: torch.Tensor, strength: float, preserve_color: bool
+) -> torch.Tensor:
     """Blend toward the content by ``1 - strength``, then keep the content's colours if asked."""
     if strength != 1.0:
         stylized = content + strength * (stylized - content)
@@ -68,14 +70,18 @@ class Stylizer:
             if net is None:
                 raise ValueError("a Stylizer without a network needs a Backend object")
             name = resolve_backend(backend, self.device)
-            backend = TorchBackend(net) if name == "torch" else OnnxRuntimeBackend(net=net, device=self.device)
+            backend = (
+                TorchBackend(net) if name == "torch" else OnnxRuntimeBackend(net=net, device=self.device)
+            )
         self._backend = backend
         self.backend = backend.name
         self.min_side = net.min_side if net is not None else _MIN_SIDE
         self.auto_tile_pixels = AUTO_TILE_PIXELS
         width = net.channels[0] if net is not None else 32  # channels of the full-resolution layers
         self.stats_pixels = min(AUTO_TILE_PIXELS, _STATS_ELEMENTS // max(1, width))
-        self.paths_used: collections.Counter[str] = collections.Counter()  # "onnxruntime", "torch", "tiled in torch"
+        self.paths_used: collections.Counter[str] = (
+            collections.Counter()
+        )  # "onnxruntime", "torch", "tiled in torch"
 
     @property
     def supports_tiling(self) -> bool:
@@ -90,9 +96,13 @@ class Stylizer:
         if path.suffix.lower() != ".onnx":
             return cls(load_network(path, meta), meta, device, backend)
         if backend == "torch":
-            raise FastStyleError(f"{path.name} is an ONNX model; it runs on onnxruntime, not the torch backend")
+            raise FastStyleError(
+                f"{path.name} is an ONNX model; it runs on onnxruntime, not the torch backend"
+            )
         resolved = resolve_device(device)
-        return cls(None, meta, resolved, OnnxRuntimeBackend.from_file(path, int(meta.get("multiple", 4)), resolved))
+        return cls(
+            None, meta, resolved, OnnxRuntimeBackend.from_file(path, int(meta.get("multiple", 4)), resolved)
+        )
 
     @torch.inference_mode()
     def stylize_tensor(self, images: torch.Tensor) -> torch.Tensor:
@@ -122,7 +132,9 @@ class Stylizer:
             # The networks' reflection padding needs a few pixels on each side, on every backend.
             grow = ((0, max(0, self.min_side - h)), (0, max(0, self.min_side - w)), (0, 0))
             padded = np.pad(pixels, grow, mode="edge")
-            return self.stylize_array(padded, strength=strength, preserve_color=preserve_color, tile=tile)[:h, :w]
+            return self.stylize_array(padded, strength=strength, preserve_color=preserve_color, tile=tile)[
+                :h, :w
+            ]
         stats_pixels = min(self.auto_tile_pixels, self.stats_pixels)
         if tile is None and (self.net is None or h * w <= self.auto_tile_pixels):
             try:
@@ -137,7 +149,9 @@ class Stylizer:
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
                 stats_pixels = min(stats_pixels, h * w // 4)  # the whole image did not fit
-        return self._stylize_tiled(pixels, tile or tiling.DEFAULT_TILE, stats_pixels, strength, preserve_color)
+        return self._stylize_tiled(
+            pixels, tile or tiling.DEFAULT_TILE, stats_pixels, strength, preserve_color
+        )
 
     def _stylize_tiled(
         self, pixels: np.ndarray, size: int, stats_pixels: int, strength: float, preserve_color: bool
@@ -147,7 +161,10 @@ class Stylizer:
         while True:
             try:
                 result = tiling.stylize_tiled(
-                    self.net, pixels, tile=size, stats_pixels=stats_pixels,
+                    self.net,
+                    pixels,
+                    tile=size,
+                    stats_pixels=stats_pixels,
                     finish=lambda out, content: _finish(out, content, strength, preserve_color),
                 )
                 self.paths_used["tiled in torch"] += 1
@@ -179,7 +196,8 @@ class Stylizer:
             img = resize_long_side(img, max_size)
         pixels, alpha = rgb_array(img)
         out = Image.fromarray(
-            self.stylize_array(pixels, strength=strength, preserve_color=preserve_color, tile=tile), mode="RGB"
+            self.stylize_array(pixels, strength=strength, preserve_color=preserve_color, tile=tile),
+            mode="RGB",
         )
         if alpha is not None:
             out.putalpha(alpha)

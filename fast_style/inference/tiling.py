@@ -60,7 +60,7 @@ def _tile_starts(length: int, tile: int, step: int) -> list[int]:
     if length <= tile:
         return [0]
     starts = list(range(0, length - tile, step))
-    return starts + [length - tile]
+    return [*starts, length - tile]
 
 
 def _window(length: int, start: int, size: int, margin: int, total: int) -> torch.Tensor:
@@ -72,7 +72,9 @@ def _window(length: int, start: int, size: int, margin: int, total: int) -> torc
         w[margin : margin + _BLEND] = ramp
     if start + size < total:
         w[size - margin :] = 0
-        w[size - margin - _BLEND : size - margin] = torch.minimum(w[size - margin - _BLEND : size - margin], ramp.flip(0))
+        w[size - margin - _BLEND : size - margin] = torch.minimum(
+            w[size - margin - _BLEND : size - margin], ramp.flip(0)
+        )
     return w[:length]
 
 

@@ -5,7 +5,14 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from fast_style.losses.perceptual import AUTO, LayerWeights, PerceptualLoss, energy, gram_matrix, total_variation
+from fast_style.losses.perceptual import (
+    AUTO,
+    LayerWeights,
+    PerceptualLoss,
+    energy,
+    gram_matrix,
+    total_variation,
+)
 from fast_style.losses.vgg import (
     NETWORKS,
     VGGFeatures,

@@ -26,7 +26,9 @@ _ENERGY_FLOOR = 1e-30
 def _is_auto(weights: LayerWeights) -> bool:
     if isinstance(weights, str):
         if weights.lower() != AUTO:
-            raise FastStyleError(f"layer weights must be 'auto', null or one number per layer, got {weights!r}")
+            raise FastStyleError(
+                f"layer weights must be 'auto', null or one number per layer, got {weights!r}"
+            )
         return True
     return False
 
@@ -43,13 +45,12 @@ def _layer_weights(what: str, weights: LayerWeights, layers: Sequence[str]) -> d
     values = list(weights)  # type: ignore[arg-type]
     if len(values) != len(layers):
         raise FastStyleError(f"{what} has {len(values)} values for {len(layers)} layers")
-    return {name: float(w) for name, w in zip(layers, values)}
+    return {name: float(w) for name, w in zip(layers, values, strict=False)}
 
 
 def energy(tensor: torch.Tensor) -> torch.Tensor:
     """Mean square of a target (a Gram matrix or feature map): the scale its error is measured against."""
     return tensor.detach().float().pow(2).mean().clamp_min(_ENERGY_FLOOR)
-
 
 
 class _Gram(torch.autograd.Function):
@@ -159,10 +160,12 @@ class PerceptualLoss(nn.Module):
             raise FastStyleError("at least one style image is needed")
         blend = [1.0] * len(images) if blend is None else [float(b) for b in blend]
         if len(blend) != len(images) or sum(blend) <= 0 or min(blend) < 0:
-            raise FastStyleError(f"style blend weights {blend} must be {len(images)} non-negative numbers, not all 0")
+            raise FastStyleError(
+                f"style blend weights {blend} must be {len(images)} non-negative numbers, not all 0"
+            )
         total = sum(blend)
         grams: dict[str, torch.Tensor] = {}
-        for image, weight in zip(images, blend):
+        for image, weight in zip(images, blend, strict=False):
             if image.dim() == 3:
                 image = image.unsqueeze(0)
             if image.shape[0] != 1:
@@ -175,7 +178,9 @@ class PerceptualLoss(nn.Module):
             self.register_buffer(f"style_gram_{name}", g.detach(), persistent=False)
         if self.style_auto:
             n = len(self.style_layers)
-            self.style_layer_weights = {name: 1.0 / (n * energy(grams[name]).item()) for name in self.style_layers}
+            self.style_layer_weights = {
+                name: 1.0 / (n * energy(grams[name]).item()) for name in self.style_layers
+            }
 
     @torch.no_grad()
     def set_content_image(self, image: torch.Tensor) -> None:

@@ -8,6 +8,7 @@ import os
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+
 import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
@@ -88,7 +89,7 @@ def _imagenet_state_dict(network: str) -> dict[str, torch.Tensor]:
             f"({type(exc).__name__}). Put {weights.url} at {cached}, or pass loss.weights=<path to a "
             f"state dict of torchvision's {network}().features>"
         ) from None
-    return {k[len("features."):]: v for k, v in full.items() if k.startswith("features.")}
+    return {k[len("features.") :]: v for k, v in full.items() if k.startswith("features.")}
 
 
 def _file_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -101,11 +102,13 @@ def _file_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise FastStyleError(f"loss weights {path} is not a state dict of tensors")
     keys = list(state)
     if keys and all(k.startswith("features.") for k in keys):
-        state = {k[len("features."):]: v for k, v in state.items()}
+        state = {k[len("features.") :]: v for k, v in state.items()}
     return dict(state)
 
 
-def _load_strict(features: nn.Sequential, state: Mapping[str, torch.Tensor], network: str, source: str) -> None:
+def _load_strict(
+    features: nn.Sequential, state: Mapping[str, torch.Tensor], network: str, source: str
+) -> None:
     """Load every tensor ``features`` needs; a missing key or a wrong shape is a clear error.
 
     Keys of deeper layers than ``features`` keeps are allowed (the file may hold the whole stack);
@@ -214,9 +217,7 @@ class VGGFeatures(nn.Module):
             raise FastStyleError("the loss network needs at least one layer")
         bad = [name for name in self.layers if name not in index_map]
         if bad:
-            raise FastStyleError(
-                f"unknown {network} layer(s) {bad}; available: {', '.join(index_map)}"
-            )
+            raise FastStyleError(f"unknown {network} layer(s) {bad}; available: {', '.join(index_map)}")
         self.network = network
         self.weights = "none" if weights is None else str(weights)
         self.indices = {name: index_map[name] for name in self.layers}

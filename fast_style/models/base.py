@@ -50,7 +50,9 @@ class TransformNetwork(nn.Module):
         return [m for m in self.modules() if isinstance(m, InstanceNorm)]
 
     @torch.no_grad()
-    def record_norm_statistics(self, images: torch.Tensor, band_elements: int = 1 << 22) -> list[NormStatistics]:
+    def record_norm_statistics(
+        self, images: torch.Tensor, band_elements: int = 1 << 22
+    ) -> list[NormStatistics]:
         """Run ``images`` (any size) and return every instance norm's statistics, in layer order.
 
         Convolutions run a band of ``band_elements`` rows' worth at a time, so a large image needs

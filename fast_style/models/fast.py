@@ -55,7 +55,9 @@ class SeparableUpsample(nn.Module):
 class _SeparableResidual(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()
-        self.body = nn.Sequential(SeparableConv(channels, channels), SeparableConv(channels, channels, relu=False))
+        self.body = nn.Sequential(
+            SeparableConv(channels, channels), SeparableConv(channels, channels, relu=False)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)

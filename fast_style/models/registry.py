@@ -49,7 +49,9 @@ def _check_kwargs(arch: str, kwargs: Mapping[str, Any]) -> None:
     if (
         not isinstance(channels, Sequence)
         or len(channels) != 3
-        or not all(isinstance(c, int) and not isinstance(c, bool) and 1 <= c <= MAX_CHANNELS for c in channels)
+        or not all(
+            isinstance(c, int) and not isinstance(c, bool) and 1 <= c <= MAX_CHANNELS for c in channels
+        )
     ):
         raise ValueError(f"channels must be three integers from 1 to {MAX_CHANNELS}, got {channels!r}")
     blocks = kwargs.get("num_residual", 0)
@@ -80,4 +82,6 @@ def check_model_spec(arch: str, kwargs: Mapping[str, Any], shapes: Mapping[str, 
         )
     for key, shape in expected.items():
         if tuple(shapes[key]) != shape:
-            raise RuntimeError(f"tensor {key} has shape {tuple(shapes[key])}, the recorded network needs {shape}")
+            raise RuntimeError(
+                f"tensor {key} has shape {tuple(shapes[key])}, the recorded network needs {shape}"
+            )

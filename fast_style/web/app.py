@@ -29,9 +29,9 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fast_style import __version__
+from fast_style.devices import resolve_device
 from fast_style.errors import FastStyleError
 from fast_style.images import decode_image
-from fast_style.devices import resolve_device
 from fast_style.web.catalog import ModelCatalog, demo_photo, find_models, shipped_models_dir
 from fast_style.web.form import FormError, parse_form, read_body
 from fast_style.web.limits import FORMATS, ApiError, Limits, StylizeRequest, parse_request, probe_image

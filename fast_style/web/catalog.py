@@ -78,7 +78,9 @@ def find_models(folders: Sequence[str | os.PathLike[str]]) -> tuple[list[ModelEn
                 raise FastStyleError(
                     f"two models are named {name!r}: {entries[name].path} and {path}; rename one of them"
                 )
-            entries[name] = ModelEntry(name, path, str(meta["arch"]), str(meta.get("style_name", name)), folder.name)
+            entries[name] = ModelEntry(
+                name, path, str(meta["arch"]), str(meta.get("style_name", name)), folder.name
+            )
     return list(entries.values()), warnings
 
 

@@ -134,7 +134,9 @@ def probe_image(req: StylizeRequest, limits: Limits) -> tuple[str, int, int]:
     except Image.DecompressionBombError:
         raise ApiError(f"{req.label} has more than the {limits.max_pixels:,}-pixel limit", 413) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
-        raise ApiError(f"{req.label} is not an image this server reads ({kinds}), or it is damaged", 415) from None
+        raise ApiError(
+            f"{req.label} is not an image this server reads ({kinds}), or it is damaged", 415
+        ) from None
     if width * height > limits.max_pixels:
         raise ApiError(
             f"{req.label} is {width}x{height} ({width * height / 1e6:.1f} megapixels); "
