@@ -35,19 +35,28 @@ def find_images(root: str | os.PathLike[str]) -> list[Path]:
 
 
 class ImageFolderDataset(Dataset):
-    """Images below a folder, resized (short side) and cropped to ``image_size`` squares in [0, 1].
+    """Images below a folder, resized (short side to ``resize_size``, default ``image_size``) and
+    cropped to ``image_size`` squares in [0, 1].
 
     An unreadable file yields its index instead of an image, so one bad JPEG in COCO does not end
     a long run; ``collate_skip_bad`` drops it and reports it to the training loop, which counts it.
     """
 
-    def __init__(self, files: Sequence[Path], image_size: int, random_crop: bool = True) -> None:
+    def __init__(
+        self,
+        files: Sequence[Path],
+        image_size: int,
+        random_crop: bool = True,
+        resize_size: int | None = None,
+    ) -> None:
         self.files = list(files)
         crop = transforms.RandomCrop(image_size) if random_crop else transforms.CenterCrop(image_size)
         self.transform = transforms.Compose(
             [
                 transforms.Resize(
-                    image_size, interpolation=transforms.InterpolationMode.BILINEAR, antialias=True
+                    resize_size or image_size,
+                    interpolation=transforms.InterpolationMode.BILINEAR,
+                    antialias=True,
                 ),
                 crop,
                 transforms.ToTensor(),
@@ -89,16 +98,22 @@ class StyleDataModule(pl.LightningDataModule):
         max_bad_fraction: float = 0.01,
         pin_memory: bool = False,
         persistent_workers: bool = True,
+        resize_size: int | None = None,
     ) -> None:
         super().__init__()
         if image_size < 16:
             raise FastStyleError(f"data.image_size must be at least 16, got {image_size}")
+        if resize_size is not None and resize_size < image_size:
+            raise FastStyleError(
+                f"data.resize_size must be at least data.image_size ({image_size}), got {resize_size}"
+            )
         if batch_size < 1:
             raise FastStyleError(f"data.batch_size must be at least 1, got {batch_size}")
         if not 0 <= max_bad_fraction <= 1:
             raise FastStyleError(f"data.max_bad_fraction must be within [0, 1], got {max_bad_fraction}")
         self.root = root
         self.image_size = image_size
+        self.resize_size = resize_size
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.num_sample_images = num_sample_images
@@ -106,7 +121,7 @@ class StyleDataModule(pl.LightningDataModule):
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers
         self.files = find_images(root)
-        self.train_set = ImageFolderDataset(self.files, image_size, random_crop=True)
+        self.train_set = ImageFolderDataset(self.files, image_size, random_crop=True, resize_size=resize_size)
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(

@@ -186,3 +186,38 @@ def test_documented_override_keys_exist():
     assert default.loss.network == "vgg16" and default.loss.weights == "imagenet"
     assert default.optimizer.lr == 1e-3 and default.data.batch_size == 4 and default.data.image_size == 256
     assert default.trainer.max_epochs == 2
+
+
+def test_resize_size_crops_from_larger_photos(tmp_path):
+    """Crops taken after scaling to ``resize_size`` show a zoomed-in part of the photo."""
+    from PIL import Image
+
+    from fast_style.data import StyleDataModule
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    # left half black, right half white: a crop of the whole photo holds both, a zoomed one may not
+    pixels = torch.zeros(3, 64, 128, dtype=torch.uint8)
+    pixels[:, :, 64:] = 255
+    Image.fromarray(pixels.permute(1, 2, 0).numpy()).save(folder / "half.png")
+
+    torch.manual_seed(0)
+    whole = StyleDataModule(str(folder), image_size=32, num_workers=0)
+    crops = [whole.train_set[0] for _ in range(20)]
+    assert all(c.shape == (3, 32, 32) for c in crops)
+    # 32x64 photo: nearly every 32 px crop spans both halves
+    assert sum(bool(c.min() < 0.1 and c.max() > 0.9) for c in crops) >= 15
+
+    zoomed = StyleDataModule(str(folder), image_size=32, resize_size=128, num_workers=0)
+    crops = [zoomed.train_set[0] for _ in range(20)]
+    assert all(c.shape == (3, 32, 32) for c in crops)
+    # 128x256 photo: most 32 px crops lie inside one half
+    assert sum(bool((c.max() - c.min()) < 0.1) for c in crops) >= 10
+
+
+def test_resize_size_below_crop_is_a_clear_error(tmp_path, image_folder):
+    from fast_style.data import StyleDataModule
+    from fast_style.errors import FastStyleError
+
+    with pytest.raises(FastStyleError, match="resize_size must be at least"):
+        StyleDataModule(str(image_folder), image_size=64, resize_size=32, num_workers=0)
