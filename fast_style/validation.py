@@ -86,6 +86,7 @@ RULES: dict[str, list[Rule]] = {
         Rule("overwrite", *_BOOL),
         Rule("log_images_every_n_steps", *_int(0)),
         Rule("data.image_size", *_int(16)),
+        Rule("data.resize_size", *_int(16, nullable=True)),
         Rule("data.batch_size", *_int(1)),
         Rule("data.num_workers", *_int(0)),
         Rule("data.num_sample_images", *_int(1)),

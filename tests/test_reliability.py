@@ -393,6 +393,7 @@ def test_resume_last_falls_back_to_the_newest_step_checkpoint(tmp_path, image_fo
     "override, message",
     [
         ("data.image_size=abc", "data.image_size must be an integer >= 16, got 'abc' (str)"),
+        ("data.resize_size=big", "data.resize_size must be an integer >= 16 or null, got 'big' (str)"),
         ("loss.style_weight=abc", "loss.style_weight must be a number >= 0, got 'abc' (str)"),
         ("optimizer.lr=abc", "optimizer.lr must be a number > 0, got 'abc' (str)"),
         ("loss.content_weight=nan", "loss.content_weight must be a number >= 0"),
