@@ -4,8 +4,8 @@
         --steps 5 --threads 1 -- loss.network=vgg16_bn loss.weights=path/to/features.pt
 
 fast_style's side is the code ``fast-style optimize`` runs: the loss and the optimizer built from
-configs/optimize.yaml (Hydra overrides after ``--``; without ``loss.weights=...`` the VGG is random),
-targets set once by ``set_style_image`` / ``set_content_image``, then ``optimize_pixels``. The
+fast_style/configs/optimize.yaml (Hydra overrides after ``--``; without ``loss.weights=...`` the VGG is
+random), targets set once by ``set_style_image`` / ``set_content_image``, then ``optimize_pixels``. The
 reference (``ReferenceOptimizer`` in ``benchmarks/reference.py``) runs the whole VGG feature stack
 with loss modules inserted and recomputes the style Gram matrices at every evaluation. Both use the
 same weights for every layer the loss reads, the same layers, term weights and Gram normalisation,
@@ -220,19 +220,19 @@ def main() -> None:
         action="store_true",
         help="also time the tutorial's published code (model cut after the last loss, style targets once)",
     )
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides of configs/optimize.yaml")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides of fast_style/configs/optimize.yaml")
     args = parser.parse_args()
 
-    from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
+
+    from fast_style.cli.hydra_app import compose_config
 
     if args.threads:
         torch.set_num_threads(args.threads)
     overrides = list(args.overrides)
     if not any(o.startswith("loss.weights=") for o in overrides):
         overrides.append("loss.weights=none")
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose("optimize", overrides=overrides)
+    cfg = compose_config("optimize", overrides)
     device = resolve_device(args.device)
     torch.manual_seed(0)  # as full_features does: with loss.weights=none both get one random network
     with warnings.catch_warnings():

@@ -4,8 +4,8 @@
         [--size 512] [--steps 10 50 100 300] [--weights VGG_FEATURES.pt] [-- loss.key=value ...]
 
 Each photo is stylized with each style by ``optimize_image`` with the settings of
-``fast-style optimize`` (configs/optimize.yaml and configs/loss/: L-BFGS with its line search,
-init=content, the balanced loss); extra ``key=value`` overrides go to that config. The table gives the
+``fast-style optimize`` (fast_style/configs/optimize.yaml and fast_style/configs/loss/: L-BFGS with
+its line search, init=content, the balanced loss); extra ``key=value`` overrides go to that config. The table gives the
 total loss at each checkpoint step, the largest rise from one checkpoint to the next (the acceptance
 limit is 2%), the largest rise between any two consecutive steps, and the loss evaluations and
 seconds per step.
@@ -31,12 +31,9 @@ from fast_style.optimize import optimize_image  # noqa: E402
 
 
 def _config(overrides: Sequence[str]):
-    from hydra import compose, initialize_config_dir
+    from fast_style.cli.hydra_app import compose_config
 
-    from fast_style.cli.hydra_app import config_dir
-
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose("optimize", overrides=["content_image=x", "style_image=x", "output=x.png", *overrides])
+    return compose_config("optimize", ["content_image=x", "style_image=x", "output=x.png", *overrides])
 
 
 def rise(values: Sequence[float]) -> float:

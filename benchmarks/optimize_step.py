@@ -3,8 +3,8 @@
     python benchmarks/optimize_step.py --content photo.jpg --style painting.jpg --sizes 256 512 \
         -- loss.network=vgg16_bn loss.weights=path/to/features.pt
 
-Arguments after ``--`` are Hydra overrides of configs/optimize.yaml (loss, optimizer, preset), so
-the step measured is the one ``fast-style optimize`` takes. Each size runs ``--warmup`` untimed
+Arguments after ``--`` are Hydra overrides of fast_style/configs/optimize.yaml (loss, optimizer,
+preset), so the step measured is the one ``fast-style optimize`` takes. Each size runs ``--warmup`` untimed
 steps, then ``--steps`` timed ones. Peak memory is measured over the timed steps; with L-BFGS the
 curvature history grows for ``history_size`` steps, so the table also gives its full size, computed.
 """
@@ -39,16 +39,16 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides of configs/optimize.yaml")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides of fast_style/configs/optimize.yaml")
     args = parser.parse_args()
 
-    from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
+
+    from fast_style.cli.hydra_app import compose_config
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose("optimize", overrides=list(args.overrides))
+    cfg = compose_config("optimize", list(args.overrides))
     device = resolve_device(args.device)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -23,8 +23,6 @@ from tests.tiny import TinyEncoder, image, tiny_loss
 
 pytestmark = pytest.mark.filterwarnings("ignore:loss.weights=none")
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-
 
 @pytest.fixture
 def content() -> torch.Tensor:
@@ -282,13 +280,12 @@ def test_cli_writes_the_image_and_tensorboard_logs(tmp_path, style_path):
 
 
 def test_presets_compose_the_classic_settings():
-    from hydra import compose, initialize_config_dir
+    from fast_style.cli.hydra_app import compose_config
 
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        gatys = compose("optimize", overrides=["preset=gatys"])
-        d2l = compose("optimize", overrides=["preset=d2l"])
-        adam = compose("optimize", overrides=["optimizer=adam"])
-        gatys_adam = compose("optimize", overrides=["preset=gatys", "optimizer=adam"])
+    gatys = compose_config("optimize", ["preset=gatys"])
+    d2l = compose_config("optimize", ["preset=d2l"])
+    adam = compose_config("optimize", ["optimizer=adam"])
+    gatys_adam = compose_config("optimize", ["preset=gatys", "optimizer=adam"])
     assert gatys.loss.network == "vgg19"
     assert list(gatys.loss.content_layers) == ["relu4_2"]
     assert list(gatys.loss.style_layers) == ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
@@ -376,16 +373,15 @@ def test_cli_non_finite_loss_keeps_the_last_good_image(tmp_path, style_path, cap
 @pytest.mark.real_weights
 @pytest.mark.slow
 def test_hundred_lbfgs_steps_cut_the_style_loss_five_fold():
-    from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
+    from fast_style.cli.hydra_app import compose_config
     from fast_style.images import load_image_tensor
 
     weights = require(VGG16_BN_OFFLINE)
     content = load_image_tensor(require(CONTENT / "tubingen.jpg"), 128)
     style = load_image_tensor(require(STYLES / "starry_night.jpg"), 128)
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose("optimize", overrides=["loss.network=vgg16_bn", f"loss.weights={weights}"])
+    cfg = compose_config("optimize", ["loss.network=vgg16_bn", f"loss.weights={weights}"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         loss = instantiate(cfg.loss)

@@ -136,13 +136,10 @@ def test_training_device_follows_lightnings_choice(monkeypatch, accelerator, cud
 
 
 def test_cli_writes_the_resolved_values_into_the_config():
-    from hydra import compose, initialize_config_dir
-
-    from fast_style.cli.hydra_app import config_dir
+    from fast_style.cli.hydra_app import compose_config
     from fast_style.cli.train import _resolve_speed
 
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose("train", overrides=["style_image=s.jpg", "trainer.accelerator=cpu"])
+    cfg = compose_config("train", ["style_image=s.jpg", "trainer.accelerator=cpu"])
     assert cfg.trainer.precision == "auto" and cfg.speed.channels_last == "auto"
     assert cfg.optimizer.fused == "auto" and cfg.data.pin_memory == "auto" and cfg.trainer.benchmark == "auto"
     assert cfg.speed.compile == "auto" and cfg.speed.compile_backend == "inductor"
