@@ -225,6 +225,7 @@ def main() -> None:
 
     from hydra.utils import instantiate
 
+    from fast_style.auto_settings import resolve_auto_settings
     from fast_style.cli.hydra_app import compose_config
 
     if args.threads:
@@ -232,14 +233,15 @@ def main() -> None:
     overrides = list(args.overrides)
     if not any(o.startswith("loss.weights=") for o in overrides):
         overrides.append("loss.weights=none")
-    cfg = compose_config("optimize", overrides)
-    device = resolve_device(args.device)
+    cfg = compose_config("optimize", [f"device={args.device}", *overrides])
+    resolve_auto_settings(cfg)
+    device = resolve_device(cfg.device)
     torch.manual_seed(0)  # as full_features does: with loss.weights=none both get one random network
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         loss = instantiate(cfg.loss).to(device)
     ours_optimizer = CountingOptimizer(pixel_optimizer_settings(cfg)["optimizer"])
-    reference_optimizer = CountingOptimizer(instantiate(cfg.optimizer))
+    reference_optimizer = CountingOptimizer(instantiate(cfg.pixel_optimizer))
 
     weights = str(cfg.loss.weights)
     if weights.lower() == "none":
@@ -248,7 +250,7 @@ def main() -> None:
         weights_note = Path(weights).name
     print(device_line())
     print(
-        f"{cfg.optimizer._target_.rsplit('.', 1)[-1]} on {device}, loss {cfg.loss.network} "
+        f"{cfg.pixel_optimizer._target_.rsplit('.', 1)[-1]} on {device}, loss {cfg.loss.network} "
         f"content {list(cfg.loss.content_layers)} style {list(cfg.loss.style_layers)}, VGG weights {weights_note}; "
         f"blocks of {args.steps} steps: {args.warmup} warm-up + {args.repeats} timed per case\n"
     )

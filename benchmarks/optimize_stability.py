@@ -31,9 +31,14 @@ from fast_style.optimize import optimize_image  # noqa: E402
 
 
 def _config(overrides: Sequence[str]):
+    from fast_style.auto_settings import resolve_auto_settings
     from fast_style.cli.hydra_app import compose_config
 
-    return compose_config("optimize", ["content_image=x", "style_image=x", "output=x.png", *overrides])
+    # The loss and the image stay on the CPU here.
+    base = ["content_image=x", "style_image=x", "output=x.png", "device=cpu"]
+    cfg = compose_config("optimize", [*base, *overrides])
+    resolve_auto_settings(cfg)
+    return cfg
 
 
 def rise(values: Sequence[float]) -> float:
@@ -74,8 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     checkpoints = sorted(set(args.steps))
     print(device_line())
     print(
-        f"{len(photos)} photos x {len(args.styles)} styles at {args.size} px; optimizer {cfg.optimizer._target_} "
-        f"(line search {cfg.optimizer.get('line_search_fn')}), init {cfg.init}, loss {cfg.loss.network}, "
+        f"{len(photos)} photos x {len(args.styles)} styles at {args.size} px; optimizer {cfg.pixel_optimizer._target_} "
+        f"(line search {cfg.pixel_optimizer.get('line_search_fn')}), init {cfg.init}, loss {cfg.loss.network}, "
         f"style weight {cfg.loss.style_weight}, layer weights {cfg.loss.style_layer_weights}\n"
     )
     rows, worst = [], 0.0
@@ -83,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         content = load_image_tensor(photo, args.size)
         for style_path in args.styles:
             style = load_image_tensor(style_path, round(float(cfg.style_scale) * max(content.shape[-2:])))
-            optimizer = instantiate(cfg.optimizer)
+            optimizer = instantiate(cfg.pixel_optimizer)
             result = optimize_image(
                 loss, content, style, steps=checkpoints[-1], optimizer=optimizer, init=cfg.init, seed=cfg.seed
             )

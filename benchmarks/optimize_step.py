@@ -3,7 +3,7 @@
     python benchmarks/optimize_step.py --content photo.jpg --style painting.jpg --sizes 256 512 \
         -- loss.network=vgg16_bn loss.weights=path/to/features.pt
 
-Arguments after ``--`` are Hydra overrides of fast_style/configs/optimize.yaml (loss, optimizer,
+Arguments after ``--`` are Hydra overrides of fast_style/configs/optimize.yaml (loss, pixel_optimizer,
 preset), so the step measured is the one ``fast-style optimize`` takes. Each size runs ``--warmup`` untimed
 steps, then ``--steps`` timed ones. Peak memory is measured over the timed steps; with L-BFGS the
 curvature history grows for ``history_size`` steps, so the table also gives its full size, computed.
@@ -44,20 +44,24 @@ def main() -> None:
 
     from hydra.utils import instantiate
 
+    from fast_style.auto_settings import resolve_auto_settings
     from fast_style.cli.hydra_app import compose_config
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = compose_config("optimize", list(args.overrides))
-    device = resolve_device(args.device)
+    cfg = compose_config("optimize", [f"device={args.device}", *args.overrides])
+    resolve_auto_settings(cfg)
+    device = resolve_device(cfg.device)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         loss = instantiate(cfg.loss).to(device)
-    make_optimizer = instantiate(cfg.optimizer)
-    history_size = int(cfg.optimizer.get("history_size", 0)) if "LBFGS" in cfg.optimizer._target_ else 0
+    make_optimizer = instantiate(cfg.pixel_optimizer)
+    history_size = (
+        int(cfg.pixel_optimizer.get("history_size", 0)) if "LBFGS" in cfg.pixel_optimizer._target_ else 0
+    )
 
     print(
-        f"{cfg.optimizer._target_.rsplit('.', 1)[-1]} on {device} ({torch.get_num_threads()} threads), "
+        f"{cfg.pixel_optimizer._target_.rsplit('.', 1)[-1]} on {device} ({torch.get_num_threads()} threads), "
         f"loss {cfg.loss.network} {list(cfg.loss.content_layers)} / {list(cfg.loss.style_layers)}, "
         f"{args.steps} timed steps after {args.warmup} warm-up steps\n"
     )

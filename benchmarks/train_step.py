@@ -40,15 +40,11 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import Case, device_line, interleaved, markdown_table  # noqa: E402
 from benchmarks.reference import ReferenceTransformerNet  # noqa: E402
+from fast_style.auto_settings import SpeedSettings, resolve_speed_settings, training_device  # noqa: E402
 from fast_style.losses import build_perceptual_loss, layer_index_map  # noqa: E402
 from fast_style.losses.vgg import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from fast_style.models import TransformerNet  # noqa: E402
-from fast_style.training import (  # noqa: E402
-    SpeedSettings,
-    StyleTransferModule,
-    resolve_speed_settings,
-    training_device,
-)
+from fast_style.training import StyleTransferModule  # noqa: E402
 
 COCO_IMAGES = 82_783  # MS-COCO train2014
 CONTENT_LAYER = "relu2_2"

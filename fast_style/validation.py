@@ -71,6 +71,7 @@ _LOSS = [
     Rule("loss.style_weight", *_number(0)),
     Rule("loss.tv_weight", *_number(0)),
     Rule("optimizer.lr", *_number(0, strict=True)),
+    Rule("pixel_optimizer.lr", *_number(0, strict=True)),
 ]
 _PIXELS = [
     Rule("image_size", *_int(16, nullable=True)),

@@ -174,6 +174,32 @@ def test_cli_writes_the_figure_and_prints_the_table(tmp_path, style_path, capsys
     assert Image.open(run / "optimized.png").size == (32, 24)
 
 
+def test_cli_adam_reaches_torch_with_fused_resolved(tmp_path, style_path, model_path, monkeypatch):
+    seen = []
+
+    class RecordingAdam(torch.optim.Adam):
+        def __init__(self, params, **kwargs):
+            seen.append(kwargs.get("fused", "not given"))
+            super().__init__(params, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "Adam", RecordingAdam)
+    code = run_cli(
+        tmp_path,
+        f"content_image={style_path}",
+        f"style_image={style_path}",
+        f"model={model_path}",
+        "image_size=32",
+        "steps=[1]",
+        "repeats=1",
+        "figure_tile=32",
+        "device=cpu",
+        "pixel_optimizer=adam",
+    )
+    assert code == 0
+    assert seen and all(fused is None for fused in seen), seen  # fused: auto is off on the CPU
+    assert "optimizer adam" in (tmp_path / "run" / "compare.md").read_text()
+
+
 def test_cli_reports_loss_settings_given_that_differ_from_the_models(tmp_path, style_path):
     content_path = tmp_path / "photo.png"
     random_image((64, 48), 4).save(content_path)

@@ -49,6 +49,17 @@ def events(run_dir: Path) -> EventAccumulator:
     return acc
 
 
+def test_the_eval_mode_warning_is_silenced_only_while_fitting(tmp_path, image_folder, style_path, recwarn):
+    import warnings
+
+    import fast_style.training  # noqa: F401  (importing it must not change the process's filters)
+
+    assert not any(f[1] is not None and "eval mode" in f[1].pattern for f in warnings.filters)
+    assert train(tmp_path / "run", image_folder, style_path, "trainer.max_steps=1") == 0
+    assert not [w for w in recwarn if "in eval mode" in str(w.message)]
+    assert not any(f[1] is not None and "eval mode" in f[1].pattern for f in warnings.filters)
+
+
 def test_train_writes_checkpoint_scalars_and_images(tmp_path, image_folder, style_path):
     run = tmp_path / "run"
     assert train(run, image_folder, style_path, "trainer.max_steps=3", "log_images_every_n_steps=2") == 0

@@ -91,6 +91,7 @@ def compare(cfg: DictConfig) -> Path:
     from hydra.core.hydra_config import HydraConfig
     from hydra.utils import instantiate
 
+    from fast_style.auto_settings import resolve_auto_settings
     from fast_style.compare import markdown_table, run_compare, write_outputs
     from fast_style.devices import resolve_device
     from fast_style.images import load_image_tensor
@@ -100,6 +101,7 @@ def compare(cfg: DictConfig) -> Path:
     from fast_style.validation import check_image_sides
 
     # Cheap checks first: files, settings and the model, before the loss network loads.
+    resolve_auto_settings(cfg)
     out_dir = check_output_dir(Path(cfg.output_dir), bool(cfg.overwrite))
     steps = checkpoint_steps(cfg.steps)
     if cfg.init not in INITS:
@@ -143,7 +145,7 @@ def compare(cfg: DictConfig) -> Path:
     settings = pixel_optimizer_settings(cfg)
 
     loss = instantiate(cfg.loss).to(device)
-    choice = HydraConfig.get().runtime.choices.get("optimizer")
+    choice = HydraConfig.get().runtime.choices.get("pixel_optimizer")
     report = run_compare(
         loss,
         stylizer,

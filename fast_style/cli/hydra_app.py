@@ -80,6 +80,23 @@ _QUOTING = (
 )
 
 
+# Keys that another command's config has, and what this command calls the same thing.
+_KEY_ELSEWHERE = {
+    "optimize": {"optimizer": "pixel_optimizer"},
+    "compare": {"optimizer": "pixel_optimizer"},
+}
+
+
+def _other_commands_key(command: str, overrides: Sequence[str]) -> str | None:
+    """A hint for an override of a key that ``command`` does not have but calls otherwise."""
+    for arg in overrides:
+        key = arg.split("=", 1)[0].lstrip("+~")
+        for theirs, ours in _KEY_ELSEWHERE.get(command, {}).items():
+            if key == theirs or key.startswith(theirs + "."):
+                return f"{command} has no {key!r}: did you mean {ours}{arg.lstrip('+~')[len(theirs) :]}?"
+    return None
+
+
 def _compose(command: str, overrides: Sequence[str]) -> DictConfig:
     """``compose_config`` with the ``hydra`` node; Hydra's errors become one-line user errors."""
     from hydra.errors import HydraException, OverrideParseException
@@ -90,8 +107,9 @@ def _compose(command: str, overrides: Sequence[str]) -> DictConfig:
         bad = next((arg for arg in overrides if not _parses(arg)), " ".join(overrides))
         raise FastStyleError(f"cannot read the override {bad!r}: {_QUOTING}") from None
     except HydraException as exc:
+        hint = _other_commands_key(command, overrides)
         text = str(exc).split("Config search path")[0]
-        raise FastStyleError(one_line(text)) from None
+        raise FastStyleError(hint or one_line(text)) from None
 
 
 def _parses(arg: str) -> bool:
