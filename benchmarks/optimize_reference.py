@@ -1,6 +1,6 @@
 """Seconds per L-BFGS step: fast_style's optimization vs a reference in the PyTorch tutorial's structure.
 
-    python benchmarks/optimize_reference.py --content photo.jpg --style painting.jpg --sizes 256 512 \
+    python -m benchmarks.optimize_reference --content photo.jpg --style painting.jpg --sizes 256 512 \
         --steps 5 --threads 1 -- loss.network=vgg16_bn loss.weights=path/to/features.pt
 
 fast_style's side is the code ``fast-style optimize`` runs: the loss and the optimizer built from
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -34,16 +33,13 @@ import torch
 from torch import nn
 from torchvision.models.vgg import cfgs, make_layers
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.common import Case, device_line, interleaved, markdown_table  # noqa: E402
-from benchmarks.reference import ReferenceOptimizer  # noqa: E402
-from fast_style.cli.optimize import pixel_optimizer_settings  # noqa: E402
-from fast_style.devices import resolve_device  # noqa: E402
-from fast_style.images import load_image_tensor  # noqa: E402
-from fast_style.losses import NETWORKS, PerceptualLoss, layer_index_map, load_vgg_features  # noqa: E402
-from fast_style.optimize import optimize_pixels  # noqa: E402
+from benchmarks.common import Case, device_line, interleaved, markdown_table
+from benchmarks.reference import ReferenceOptimizer
+from fast_style.cli.optimize import pixel_optimizer_settings
+from fast_style.devices import resolve_device
+from fast_style.images import load_image_tensor
+from fast_style.losses import NETWORKS, PerceptualLoss, layer_index_map, load_vgg_features
+from fast_style.optimize import optimize_pixels
 
 OptimizerFactory = Callable[[list[torch.Tensor]], torch.optim.Optimizer]
 

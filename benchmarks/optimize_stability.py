@@ -1,6 +1,6 @@
 """Does the default optimization ever diverge? Totals at fixed steps for every photo and style.
 
-    python benchmarks/optimize_stability.py --content PHOTOS/ --styles A.jpg B.jpg ... \\
+    python -m benchmarks.optimize_stability --content PHOTOS/ --styles A.jpg B.jpg ... \\
         [--size 512] [--steps 10 50 100 300] [--weights VGG_FEATURES.pt] [-- loss.key=value ...]
 
 Each photo is stylized with each style by ``optimize_image`` with the settings of
@@ -22,12 +22,9 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.common import device_line, markdown_table  # noqa: E402
-from fast_style.images import IMAGE_EXTENSIONS, load_image_tensor  # noqa: E402
-from fast_style.optimize import optimize_image  # noqa: E402
+from benchmarks.common import device_line, markdown_table
+from fast_style.images import IMAGE_EXTENSIONS, load_image_tensor
+from fast_style.optimize import optimize_image
 
 
 def _config(overrides: Sequence[str]):

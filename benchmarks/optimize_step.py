@@ -1,6 +1,6 @@
 """Seconds per optimization step and peak memory at several image sizes, printed as a Markdown table.
 
-    python benchmarks/optimize_step.py --content photo.jpg --style painting.jpg --sizes 256 512 \
+    python -m benchmarks.optimize_step --content photo.jpg --style painting.jpg --sizes 256 512 \
         -- loss.network=vgg16_bn loss.weights=path/to/features.pt
 
 Arguments after ``--`` are Hydra overrides of fast_style/configs/optimize.yaml (loss, pixel_optimizer,
@@ -12,19 +12,14 @@ curvature history grows for ``history_size`` steps, so the table also gives its 
 from __future__ import annotations
 
 import argparse
-import sys
 import warnings
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from fast_style.compare import PeakMemory  # noqa: E402
-from fast_style.devices import resolve_device  # noqa: E402
-from fast_style.images import load_image_tensor  # noqa: E402
-from fast_style.optimize import optimize_pixels  # noqa: E402
+from fast_style.compare import PeakMemory
+from fast_style.devices import resolve_device
+from fast_style.images import load_image_tensor
+from fast_style.optimize import optimize_pixels
 
 
 def main() -> None:

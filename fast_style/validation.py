@@ -122,7 +122,7 @@ def validate_config(cfg: DictConfig, command: str) -> None:
     """
     for key in cfg:
         if key != "hydra" and OmegaConf.is_missing(cfg, str(key)):
-            raise FastStyleError(f"missing {key}: pass {'model' if key == 'model_file' else key}=...")
+            raise FastStyleError(f"missing {key}: pass {key}=...")
     for rule in RULES.get(command, []):
         try:
             value = OmegaConf.select(cfg, rule.key, default=_ABSENT, throw_on_missing=False)

@@ -1,10 +1,9 @@
-"""``fast-style compare content_image=... style_image=... model=...``: optimization vs feed-forward."""
+"""``fast-style compare content_image=... style_image=... model_file=...``: optimization vs feed-forward."""
 
 from __future__ import annotations
 
 import logging
 import math
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,6 @@ __all__ = [
     "checkpoint_steps",
     "compare",
     "main",
-    "translate_args",
 ]
 
 log = logging.getLogger("fast_style.compare")
@@ -226,16 +224,6 @@ def check_run_folder(cfg: DictConfig, run_dir: Path) -> None:
     check_output_dir(out_dir, overwrite)
 
 
-def translate_args(argv: Sequence[str]) -> list[str]:
-    """Accept ``model=PATH`` for ``model_file=PATH``.
-
-    ``model`` is the training config group (configs/model/), so Hydra would read ``model=PATH`` as a
-    choice of that group; the command line promised by the docs says ``model=``, so it is renamed.
-    """
-    return [f"model_file={arg[len('model=') :]}" if arg.startswith("model=") else arg for arg in argv]
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``fast-style compare``."""
-    args = sys.argv[1:] if argv is None else argv
-    return run_hydra_task("compare", compare, translate_args(args), preflight=check_run_folder)
+    return run_hydra_task("compare", compare, argv, preflight=check_run_folder)

@@ -83,7 +83,7 @@ _QUOTING = (
 # Keys that another command's config has, and what this command calls the same thing.
 _KEY_ELSEWHERE = {
     "optimize": {"optimizer": "pixel_optimizer"},
-    "compare": {"optimizer": "pixel_optimizer"},
+    "compare": {"optimizer": "pixel_optimizer", "model": "model_file"},
 }
 
 
@@ -198,6 +198,9 @@ def run_hydra_task(
             print(f"fast-style {command}: error: {message}", file=sys.stderr)
             raise SystemExit(_exit_code(exc)) from None
 
+    # hydra.main reads overrides only from sys.argv (it takes no argv), and it is what makes the run
+    # folder, its .hydra/ files and logs; Lightning's DDP launcher starts the other ranks by re-running
+    # sys.argv. So both get this command line through sys.argv, restored afterwards.
     saved = sys.argv
     sys.argv = [script or f"fast-style {command}", *args]
     code = 0
