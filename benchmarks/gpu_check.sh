@@ -22,5 +22,5 @@ echo "training: 200 steps in $(( $(date +%s) - start )) s (start-up included)"
 fast-style export "$out/train/checkpoints/last.ckpt" -o "$out/model.safetensors"
 first=$(find "$photos" -maxdepth 1 -type f \( -iname '*.jpg' -o -iname '*.png' \) | sort | head -n 1)
 fast-style stylize "$first" -m "$out/model.safetensors" -o "$out/stylized.png" --device cuda
-python benchmarks/train_step.py --device cuda --size 256 --batches 4 16 --steps 20 --warmup 3 --rounds 3 \
+python -m benchmarks.train_step --device cuda --size 256 --batches 4 16 --steps 20 --warmup 3 --rounds 3 \
     --network "$network" --weights "$weights"

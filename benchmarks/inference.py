@@ -1,6 +1,6 @@
 """Inference speed and memory on CPU: our stylize path vs an eager reference.
 
-    python benchmarks/inference.py [--sizes 512 1024] [--repeats 5] [--big 4096]
+    python -m benchmarks.inference [--sizes 512 1024] [--repeats 5] [--big 4096]
 
 Cases: the eager reference (pytorch-examples architecture, ``reference.py``); fast_style's default
 network (johnson 32-64-128) and ``model=fast``, each on the default path (``--backend auto``: an
@@ -25,13 +25,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmarks.common import Case, device_line, interleaved, markdown_table
+from benchmarks.reference import ReferenceTransformerNet
+from fast_style.inference import AUTO_TILE_PIXELS, Stylizer
+from fast_style.models import FastTransformerNet, TransformerNet
 
-from benchmarks.common import Case, device_line, interleaved, markdown_table  # noqa: E402
-from benchmarks.reference import ReferenceTransformerNet  # noqa: E402
-from fast_style.inference import AUTO_TILE_PIXELS, Stylizer  # noqa: E402
-from fast_style.models import FastTransformerNet, TransformerNet  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _save(net: torch.nn.Module, folder: Path) -> Path:

@@ -1,6 +1,6 @@
 """Style and content losses of exported models on a folder of photos, to compare architectures.
 
-    python benchmarks/model_losses.py checkpoints/starry_night.safetensors \\
+    python -m benchmarks.model_losses checkpoints/starry_night.safetensors \\
         checkpoints/starry_night_fast.safetensors --content ../shared/data/content \\
         --style ../shared/data/styles/starry_night.jpg --style-size 256 --style-weight 1.5e6 \\
         --network vgg16_bn --weights ../shared/weights/vgg16_bn_features_offline.pt
@@ -15,19 +15,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.common import markdown_table  # noqa: E402
-from fast_style.compare import evaluate_image  # noqa: E402
-from fast_style.images import IMAGE_EXTENSIONS, load_image_tensor  # noqa: E402
-from fast_style.inference import Stylizer  # noqa: E402
-from fast_style.losses import build_perceptual_loss  # noqa: E402
+from benchmarks.common import markdown_table
+from fast_style.compare import evaluate_image
+from fast_style.images import IMAGE_EXTENSIONS, load_image_tensor
+from fast_style.inference import Stylizer
+from fast_style.losses import build_perceptual_loss
 
 
 def main() -> None:

@@ -1,11 +1,11 @@
 """Seconds per L-BFGS step: fast_style's optimization vs a reference in the PyTorch tutorial's structure.
 
-    python benchmarks/optimize_reference.py --content photo.jpg --style painting.jpg --sizes 256 512 \
+    python -m benchmarks.optimize_reference --content photo.jpg --style painting.jpg --sizes 256 512 \
         --steps 5 --threads 1 -- loss.network=vgg16_bn loss.weights=path/to/features.pt
 
 fast_style's side is the code ``fast-style optimize`` runs: the loss and the optimizer built from
-configs/optimize.yaml (Hydra overrides after ``--``; without ``loss.weights=...`` the VGG is random),
-targets set once by ``set_style_image`` / ``set_content_image``, then ``optimize_pixels``. The
+fast_style/configs/optimize.yaml (Hydra overrides after ``--``; without ``loss.weights=...`` the VGG is
+random), targets set once by ``set_style_image`` / ``set_content_image``, then ``optimize_pixels``. The
 reference (``ReferenceOptimizer`` in ``benchmarks/reference.py``) runs the whole VGG feature stack
 with loss modules inserted and recomputes the style Gram matrices at every evaluation. Both use the
 same weights for every layer the loss reads, the same layers, term weights and Gram normalisation,
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -34,16 +33,13 @@ import torch
 from torch import nn
 from torchvision.models.vgg import cfgs, make_layers
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.common import Case, device_line, interleaved, markdown_table  # noqa: E402
-from benchmarks.reference import ReferenceOptimizer  # noqa: E402
-from fast_style.cli.optimize import pixel_optimizer_settings  # noqa: E402
-from fast_style.devices import resolve_device  # noqa: E402
-from fast_style.images import load_image_tensor  # noqa: E402
-from fast_style.losses import NETWORKS, PerceptualLoss, layer_index_map, load_vgg_features  # noqa: E402
-from fast_style.optimize import optimize_pixels  # noqa: E402
+from benchmarks.common import Case, device_line, interleaved, markdown_table
+from benchmarks.reference import ReferenceOptimizer
+from fast_style.cli.optimize import pixel_optimizer_settings
+from fast_style.devices import resolve_device
+from fast_style.images import load_image_tensor
+from fast_style.losses import NETWORKS, PerceptualLoss, layer_index_map, load_vgg_features
+from fast_style.optimize import optimize_pixels
 
 OptimizerFactory = Callable[[list[torch.Tensor]], torch.optim.Optimizer]
 
@@ -220,26 +216,28 @@ def main() -> None:
         action="store_true",
         help="also time the tutorial's published code (model cut after the last loss, style targets once)",
     )
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides of configs/optimize.yaml")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides of fast_style/configs/optimize.yaml")
     args = parser.parse_args()
 
-    from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
+
+    from fast_style.auto_settings import resolve_auto_settings
+    from fast_style.cli.hydra_app import compose_config
 
     if args.threads:
         torch.set_num_threads(args.threads)
     overrides = list(args.overrides)
     if not any(o.startswith("loss.weights=") for o in overrides):
         overrides.append("loss.weights=none")
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose("optimize", overrides=overrides)
-    device = resolve_device(args.device)
+    cfg = compose_config("optimize", [f"device={args.device}", *overrides])
+    resolve_auto_settings(cfg)
+    device = resolve_device(cfg.device)
     torch.manual_seed(0)  # as full_features does: with loss.weights=none both get one random network
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         loss = instantiate(cfg.loss).to(device)
     ours_optimizer = CountingOptimizer(pixel_optimizer_settings(cfg)["optimizer"])
-    reference_optimizer = CountingOptimizer(instantiate(cfg.optimizer))
+    reference_optimizer = CountingOptimizer(instantiate(cfg.pixel_optimizer))
 
     weights = str(cfg.loss.weights)
     if weights.lower() == "none":
@@ -248,7 +246,7 @@ def main() -> None:
         weights_note = Path(weights).name
     print(device_line())
     print(
-        f"{cfg.optimizer._target_.rsplit('.', 1)[-1]} on {device}, loss {cfg.loss.network} "
+        f"{cfg.pixel_optimizer._target_.rsplit('.', 1)[-1]} on {device}, loss {cfg.loss.network} "
         f"content {list(cfg.loss.content_layers)} style {list(cfg.loss.style_layers)}, VGG weights {weights_note}; "
         f"blocks of {args.steps} steps: {args.warmup} warm-up + {args.repeats} timed per case\n"
     )

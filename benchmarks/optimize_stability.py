@@ -1,11 +1,11 @@
 """Does the default optimization ever diverge? Totals at fixed steps for every photo and style.
 
-    python benchmarks/optimize_stability.py --content PHOTOS/ --styles A.jpg B.jpg ... \\
+    python -m benchmarks.optimize_stability --content PHOTOS/ --styles A.jpg B.jpg ... \\
         [--size 512] [--steps 10 50 100 300] [--weights VGG_FEATURES.pt] [-- loss.key=value ...]
 
 Each photo is stylized with each style by ``optimize_image`` with the settings of
-``fast-style optimize`` (configs/optimize.yaml and configs/loss/: L-BFGS with its line search,
-init=content, the balanced loss); extra ``key=value`` overrides go to that config. The table gives the
+``fast-style optimize`` (fast_style/configs/optimize.yaml and fast_style/configs/loss/: L-BFGS with
+its line search, init=content, the balanced loss); extra ``key=value`` overrides go to that config. The table gives the
 total loss at each checkpoint step, the largest rise from one checkpoint to the next (the acceptance
 limit is 2%), the largest rise between any two consecutive steps, and the loss evaluations and
 seconds per step.
@@ -22,21 +22,20 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.common import device_line, markdown_table  # noqa: E402
-from fast_style.images import IMAGE_EXTENSIONS, load_image_tensor  # noqa: E402
-from fast_style.optimize import optimize_image  # noqa: E402
+from benchmarks.common import device_line, markdown_table
+from fast_style.images import IMAGE_EXTENSIONS, load_image_tensor
+from fast_style.optimize import optimize_image
 
 
 def _config(overrides: Sequence[str]):
-    from hydra import compose, initialize_config_dir
+    from fast_style.auto_settings import resolve_auto_settings
+    from fast_style.cli.hydra_app import compose_config
 
-    from fast_style.cli.hydra_app import config_dir
-
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose("optimize", overrides=["content_image=x", "style_image=x", "output=x.png", *overrides])
+    # The loss and the image stay on the CPU here.
+    base = ["content_image=x", "style_image=x", "output=x.png", "device=cpu"]
+    cfg = compose_config("optimize", [*base, *overrides])
+    resolve_auto_settings(cfg)
+    return cfg
 
 
 def rise(values: Sequence[float]) -> float:
@@ -77,8 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     checkpoints = sorted(set(args.steps))
     print(device_line())
     print(
-        f"{len(photos)} photos x {len(args.styles)} styles at {args.size} px; optimizer {cfg.optimizer._target_} "
-        f"(line search {cfg.optimizer.get('line_search_fn')}), init {cfg.init}, loss {cfg.loss.network}, "
+        f"{len(photos)} photos x {len(args.styles)} styles at {args.size} px; optimizer {cfg.pixel_optimizer._target_} "
+        f"(line search {cfg.pixel_optimizer.get('line_search_fn')}), init {cfg.init}, loss {cfg.loss.network}, "
         f"style weight {cfg.loss.style_weight}, layer weights {cfg.loss.style_layer_weights}\n"
     )
     rows, worst = [], 0.0
@@ -86,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         content = load_image_tensor(photo, args.size)
         for style_path in args.styles:
             style = load_image_tensor(style_path, round(float(cfg.style_scale) * max(content.shape[-2:])))
-            optimizer = instantiate(cfg.optimizer)
+            optimizer = instantiate(cfg.pixel_optimizer)
             result = optimize_image(
                 loss, content, style, steps=checkpoints[-1], optimizer=optimizer, init=cfg.init, seed=cfg.seed
             )

@@ -1,10 +1,10 @@
 """Seconds per optimization step and peak memory at several image sizes, printed as a Markdown table.
 
-    python benchmarks/optimize_step.py --content photo.jpg --style painting.jpg --sizes 256 512 \
+    python -m benchmarks.optimize_step --content photo.jpg --style painting.jpg --sizes 256 512 \
         -- loss.network=vgg16_bn loss.weights=path/to/features.pt
 
-Arguments after ``--`` are Hydra overrides of configs/optimize.yaml (loss, optimizer, preset), so
-the step measured is the one ``fast-style optimize`` takes. Each size runs ``--warmup`` untimed
+Arguments after ``--`` are Hydra overrides of fast_style/configs/optimize.yaml (loss, pixel_optimizer,
+preset), so the step measured is the one ``fast-style optimize`` takes. Each size runs ``--warmup`` untimed
 steps, then ``--steps`` timed ones. Peak memory is measured over the timed steps; with L-BFGS the
 curvature history grows for ``history_size`` steps, so the table also gives its full size, computed.
 """
@@ -12,19 +12,14 @@ curvature history grows for ``history_size`` steps, so the table also gives its 
 from __future__ import annotations
 
 import argparse
-import sys
 import warnings
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from fast_style.compare import PeakMemory  # noqa: E402
-from fast_style.devices import resolve_device  # noqa: E402
-from fast_style.images import load_image_tensor  # noqa: E402
-from fast_style.optimize import optimize_pixels  # noqa: E402
+from fast_style.compare import PeakMemory
+from fast_style.devices import resolve_device
+from fast_style.images import load_image_tensor
+from fast_style.optimize import optimize_pixels
 
 
 def main() -> None:
@@ -39,25 +34,29 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides of configs/optimize.yaml")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides of fast_style/configs/optimize.yaml")
     args = parser.parse_args()
 
-    from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
+
+    from fast_style.auto_settings import resolve_auto_settings
+    from fast_style.cli.hydra_app import compose_config
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose("optimize", overrides=list(args.overrides))
-    device = resolve_device(args.device)
+    cfg = compose_config("optimize", [f"device={args.device}", *args.overrides])
+    resolve_auto_settings(cfg)
+    device = resolve_device(cfg.device)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         loss = instantiate(cfg.loss).to(device)
-    make_optimizer = instantiate(cfg.optimizer)
-    history_size = int(cfg.optimizer.get("history_size", 0)) if "LBFGS" in cfg.optimizer._target_ else 0
+    make_optimizer = instantiate(cfg.pixel_optimizer)
+    history_size = (
+        int(cfg.pixel_optimizer.get("history_size", 0)) if "LBFGS" in cfg.pixel_optimizer._target_ else 0
+    )
 
     print(
-        f"{cfg.optimizer._target_.rsplit('.', 1)[-1]} on {device} ({torch.get_num_threads()} threads), "
+        f"{cfg.pixel_optimizer._target_.rsplit('.', 1)[-1]} on {device} ({torch.get_num_threads()} threads), "
         f"loss {cfg.loss.network} {list(cfg.loss.content_layers)} / {list(cfg.loss.style_layers)}, "
         f"{args.steps} timed steps after {args.warmup} warm-up steps\n"
     )

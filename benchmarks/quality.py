@@ -1,6 +1,6 @@
 """Quality of feed-forward models on photos they never saw: losses, L-BFGS-equivalent steps, non-loss scores.
 
-    python benchmarks/quality.py MODEL.safetensors [MODEL ...] --content PHOTOS/ --styles STYLES/ \\
+    python -m benchmarks.quality MODEL.safetensors [MODEL ...] --content PHOTOS/ --styles STYLES/ \\
         [--weights VGG_FEATURES.pt] [--size 512] [--max-steps 300] [--out outputs/quality]
 
 Every model is scored with the loss it was trained with (read from its file: network, layers, layer
@@ -38,18 +38,15 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.common import device_line, markdown_table  # noqa: E402
-from fast_style.compare import evaluate_image, make_figure  # noqa: E402
-from fast_style.errors import FastStyleError  # noqa: E402
-from fast_style.images import IMAGE_EXTENSIONS, load_image_tensor, save_image  # noqa: E402
-from fast_style.inference import Stylizer  # noqa: E402
-from fast_style.losses import build_perceptual_loss  # noqa: E402
-from fast_style.metrics import color_distance, luminance_ssim  # noqa: E402
-from fast_style.optimize import initial_image, optimize_pixels  # noqa: E402
-from fast_style.trained_loss import loss_arguments, recorded_loss  # noqa: E402
+from benchmarks.common import device_line, markdown_table
+from fast_style.compare import evaluate_image, make_figure
+from fast_style.errors import FastStyleError
+from fast_style.images import IMAGE_EXTENSIONS, load_image_tensor, save_image
+from fast_style.inference import Stylizer
+from fast_style.losses import build_perceptual_loss
+from fast_style.metrics import color_distance, luminance_ssim
+from fast_style.optimize import initial_image, optimize_pixels
+from fast_style.trained_loss import loss_arguments, recorded_loss
 
 COLUMNS = (
     "model",

@@ -1,6 +1,6 @@
 """Training throughput: images/s of optimizer steps, a plain PyTorch loop against fast_style's training.
 
-    python benchmarks/train_step.py [--size 256] [--batches 4 16] [--steps 10] [--warmup 2] [--rounds 3]
+    python -m benchmarks.train_step [--size 256] [--batches 4 16] [--steps 10] [--warmup 2] [--rounds 3]
         [--device auto] [--threads N] [--no-compile] [--network vgg16] [--weights none|PATH]
 
 Cases, all in this one process and interleaved round-robin:
@@ -21,13 +21,11 @@ from __future__ import annotations
 import argparse
 import copy
 import logging
-import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from functools import partial
-from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
@@ -35,20 +33,13 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.common import Case, device_line, interleaved, markdown_table  # noqa: E402
-from benchmarks.reference import ReferenceTransformerNet  # noqa: E402
-from fast_style.losses import build_perceptual_loss, layer_index_map  # noqa: E402
-from fast_style.losses.vgg import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
-from fast_style.models import TransformerNet  # noqa: E402
-from fast_style.training import (  # noqa: E402
-    SpeedSettings,
-    StyleTransferModule,
-    resolve_speed_settings,
-    training_device,
-)
+from benchmarks.common import Case, device_line, interleaved, markdown_table
+from benchmarks.reference import ReferenceTransformerNet
+from fast_style.auto_settings import SpeedSettings, resolve_speed_settings, training_device
+from fast_style.losses import build_perceptual_loss, layer_index_map
+from fast_style.losses.vgg import IMAGENET_MEAN, IMAGENET_STD
+from fast_style.models import TransformerNet
+from fast_style.training import StyleTransferModule
 
 COCO_IMAGES = 82_783  # MS-COCO train2014
 CONTENT_LAYER = "relu2_2"

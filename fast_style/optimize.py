@@ -53,7 +53,7 @@ StepCallback = Callable[[int, torch.Tensor, dict[str, float]], None]
 
 INITS = ("content", "noise", "style")
 
-# The same settings as configs/optimizer/lbfgs.yaml and configs/optimizer_pixels/adam.yaml.
+# The same settings as fast_style/configs/pixel_optimizer/lbfgs.yaml and adam.yaml.
 OPTIMIZERS: dict[str, OptimizerFactory] = {
     "lbfgs": partial(
         torch.optim.LBFGS,

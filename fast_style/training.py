@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import warnings
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -21,125 +17,12 @@ from fast_style.errors import FastStyleError
 from fast_style.losses import PerceptualLoss
 from fast_style.models import model_config
 
-__all__ = [
-    "COMPILE_MIN_STEPS",
-    "CompileOrEager",
-    "SpeedSettings",
-    "StyleTransferModule",
-    "compiler_available",
-    "cpu_bf16_native",
-    "resolve_speed_settings",
-    "training_device",
-]
+__all__ = ["CompileOrEager", "StyleTransferModule"]
 
 log = logging.getLogger(__name__)
 
-# The frozen loss network is in eval mode on purpose.
-warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode", category=UserWarning)
-
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
-
-
-@dataclass(frozen=True)
-class SpeedSettings:
-    """The speed options of one training run, with every ``auto`` resolved for its device."""
-
-    precision: str | int  # Lightning's ``Trainer(precision=...)``
-    benchmark: bool  # ``torch.backends.cudnn.benchmark``
-    channels_last: bool  # networks and batches in channels-last memory format
-    fused: bool  # ``torch.optim.Adam(fused=True)``
-    pin_memory: bool  # page-locked host memory for the DataLoader
-    compile: bool = False  # ``torch.compile`` the transform network and the perceptual loss
-
-
-# torch.compile costs about a minute of CPU time before the first step; shorter runs do not repay it.
-COMPILE_MIN_STEPS = 500
-
-
-def training_device(accelerator: str) -> str:
-    """The device type Lightning trains on for ``Trainer(accelerator=...)``: ``cuda``, ``cpu``, ...
-
-    Like Lightning, ``auto``, ``gpu`` and ``cuda`` mean CUDA when ``torch.cuda.is_available()``; on a
-    machine without CUDA, ``auto`` is reported as ``cpu`` (Apple's ``mps`` gets CPU defaults too).
-    """
-    name = str(accelerator).lower()
-    if name in ("auto", "gpu", "cuda") and torch.cuda.is_available():
-        return "cuda"
-    return "cpu" if name == "auto" else name
-
-
-def _bf16_native() -> bool:
-    """True when the current CUDA GPU computes in bfloat16 natively (Ampere, compute capability 8.0, or newer)."""
-    return torch.cuda.is_available() and torch.cuda.get_device_capability() >= (8, 0)
-
-
-def cpu_bf16_native() -> bool:
-    """True when this CPU computes bfloat16 natively (AVX512-BF16 or AMX), where bf16 autocast pays off.
-
-    Read from ``/proc/cpuinfo``; elsewhere (macOS, Windows) the answer is ``False`` and training stays
-    in float32, which is never slower there.
-    """
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
-    except OSError:
-        pass
-    return False
-
-
-def compiler_available() -> bool:
-    """True when a C++ compiler is on ``PATH``: TorchInductor needs one to compile for the CPU."""
-    return any(shutil.which(name) for name in (os.environ.get("CXX", ""), "g++", "c++", "clang++") if name)
-
-
-def _flag(name: str, value: object, default: bool) -> bool:
-    if value is None or (isinstance(value, str) and value.lower() == "auto"):
-        return default
-    if isinstance(value, bool):
-        return value
-    raise FastStyleError(f"{name} must be auto, true or false, got {value!r}")
-
-
-def resolve_speed_settings(
-    device: str,
-    precision: str | int | None = "auto",
-    benchmark: bool | str | None = "auto",
-    channels_last: bool | str | None = "auto",
-    fused: bool | str | None = "auto",
-    pin_memory: bool | str | None = "auto",
-    bf16: bool | None = None,
-    deterministic: bool = False,
-    compile: bool | str | None = False,
-    steps: int = -1,
-) -> SpeedSettings:
-    """Replace each ``auto`` (or ``None``) by its default on ``device``; explicit values pass through.
-
-    On ``cuda`` the defaults are bf16 mixed precision (``32-true`` on GPUs without native bfloat16),
-    cuDNN autotuning, channels-last, fused Adam and pinned memory. On ``cpu`` precision is
-    ``bf16-mixed`` where the CPU computes bfloat16 natively, else ``32-true``, and ``compile`` is on
-    for runs of at least ``COMPILE_MIN_STEPS`` steps (``steps``; -1 means an epoch-bounded run) when a
-    C++ compiler is available; the other options are off. ``bf16`` says whether the device has native
-    bfloat16 (default: ask CUDA, or read the CPU's flags). A ``deterministic`` run keeps cuDNN's
-    autotuner off, as Lightning does, since it picks algorithms by timing.
-    """
-    cuda = device == "cuda"
-    if precision is None or str(precision).lower() == "auto":
-        if bf16 is None:
-            bf16 = _bf16_native() if cuda else device == "cpu" and cpu_bf16_native()
-        precision = "bf16-mixed" if bf16 and device in ("cuda", "cpu") else "32-true"
-    long_run = steps < 0 or steps >= COMPILE_MIN_STEPS
-    return SpeedSettings(
-        precision=precision,
-        benchmark=_flag("trainer.benchmark", benchmark, cuda and not deterministic),
-        channels_last=_flag("speed.channels_last", channels_last, cuda),
-        fused=_flag("optimizer.fused", fused, cuda),
-        pin_memory=_flag("data.pin_memory", pin_memory, cuda),
-        compile=_flag("speed.compile", compile, device == "cpu" and long_run and compiler_available()),
-    )
 
 
 def _keep_implementation_flags(

@@ -71,6 +71,7 @@ _LOSS = [
     Rule("loss.style_weight", *_number(0)),
     Rule("loss.tv_weight", *_number(0)),
     Rule("optimizer.lr", *_number(0, strict=True)),
+    Rule("pixel_optimizer.lr", *_number(0, strict=True)),
 ]
 _PIXELS = [
     Rule("image_size", *_int(16, nullable=True)),
@@ -122,7 +123,7 @@ def validate_config(cfg: DictConfig, command: str) -> None:
     """
     for key in cfg:
         if key != "hydra" and OmegaConf.is_missing(cfg, str(key)):
-            raise FastStyleError(f"missing {key}: pass {'model' if key == 'model_file' else key}=...")
+            raise FastStyleError(f"missing {key}: pass {key}=...")
     for rule in RULES.get(command, []):
         try:
             value = OmegaConf.select(cfg, rule.key, default=_ABSENT, throw_on_missing=False)

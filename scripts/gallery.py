@@ -1,7 +1,7 @@
 """Stylize the demo photo with every shipped checkpoint, and build a side-by-side gallery image.
 
-    python scripts/gallery.py                       # -> outputs/gallery/{<style>.jpg, gallery.jpg}
-    python scripts/gallery.py --readme-image assets/gallery.jpg --crop-image assets/gallery_1024_crop.jpg
+    python -m scripts.gallery                       # -> outputs/gallery/{<style>.jpg, gallery.jpg}
+    python -m scripts.gallery --readme-image assets/gallery.jpg --crop-image assets/gallery_1024_crop.jpg
 
 ``--crop-image`` also stylizes the photo at 1024 px on its long side with each style and writes one
 row of 100% crops (a quarter of the image each, pixels as they come out of the network), which
@@ -17,11 +17,10 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from fast_style.images import open_image, save_image
+from fast_style.inference import Stylizer
 
-from fast_style.images import open_image, save_image  # noqa: E402
-from fast_style.inference import Stylizer  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 STYLES = ("starry_night", "great_wave_crop", "composition_vii")
 

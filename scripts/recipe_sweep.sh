@@ -31,7 +31,7 @@ for name in "${names[@]}"; do
         trainer.enable_progress_bar=false hydra.run.dir="$out" ${RUNS[$name]}
     echo "$name: trained in $(( $(date +%s) - start )) s" | tee -a runs/sweep/times.txt
     fast-style export "$out/checkpoints/last.ckpt" -o "$out/model.safetensors"
-    python benchmarks/quality.py "$out/model.safetensors" --content runs/sweep/photos \
+    python -m benchmarks.quality "$out/model.safetensors" --content runs/sweep/photos \
         --styles "$SHARED/data/styles" --weights "$SHARED/weights/vgg16_bn_features_offline.pt" \
         --size 256 --max-steps 150 --out "$out/quality" --no-progress > "$out/quality.txt"
     tail -n 4 "$out/quality.txt"

@@ -2,7 +2,7 @@
 
 Needs the web and dev extras and Debian's ``chromium`` and ``chromium-driver``:
 
-    python scripts/screenshot_serve.py [--model starry_night] [--output docs/serve.png]
+    python -m scripts.screenshot_serve [--model starry_night] [--output docs/serve.png]
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Retrain the shipped checkpoints in checkpoints/ with the CPU recipe (configs/experiment/cpu_demo.yaml)
+# Retrain the shipped checkpoints in checkpoints/ with the CPU recipe (fast_style/configs/experiment/cpu_demo.yaml)
 # and export them. Usage: scripts/train_checkpoints.sh [STYLE...]   (default: all three)
 # Expects the data folder beside the project (../shared); set SHARED to point elsewhere.
 # FAST=1 trains the slim `fast` network instead (experiment=cpu_demo_fast) into STYLE_fast.safetensors.

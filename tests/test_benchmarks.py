@@ -31,7 +31,7 @@ def test_train_step_benchmark_prints_every_case_and_the_projection(capsys, one_t
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith("| 1 |") or line.startswith("| 2 |")]
     names = [row.split(" | ")[1] for row in rows]
-    from fast_style.training import cpu_bf16_native
+    from fast_style.auto_settings import cpu_bf16_native
 
     # The default is what `fast-style train` picks here (compile left out by --no-compile).
     if cpu_bf16_native():

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fast_style.cli.compare import checkpoint_steps, translate_args
+from fast_style.cli.compare import checkpoint_steps
 from fast_style.cli.main import main
 from fast_style.compare import (
     PeakMemory,
@@ -132,11 +132,6 @@ def test_peak_memory_sees_a_large_allocation():
 
 
 def test_arguments():
-    assert translate_args(["model=a.safetensors", "model_file=b", "loss.model=c"]) == [
-        "model_file=a.safetensors",
-        "model_file=b",
-        "loss.model=c",
-    ]
     assert checkpoint_steps(50) == [50]
     assert checkpoint_steps([300, 10, 50, 10]) == [10, 50, 300]
 
@@ -155,7 +150,7 @@ def test_cli_writes_the_figure_and_prints_the_table(tmp_path, style_path, capsys
         tmp_path,
         f"content_image={content_path}",
         f"style_image={style_path}",
-        f"model={model}",
+        f"model_file={model}",
         "image_size=32",
         "steps=[1,2]",
         "repeats=1",
@@ -174,6 +169,32 @@ def test_cli_writes_the_figure_and_prints_the_table(tmp_path, style_path, capsys
     assert Image.open(run / "optimized.png").size == (32, 24)
 
 
+def test_cli_adam_reaches_torch_with_fused_resolved(tmp_path, style_path, model_path, monkeypatch):
+    seen = []
+
+    class RecordingAdam(torch.optim.Adam):
+        def __init__(self, params, **kwargs):
+            seen.append(kwargs.get("fused", "not given"))
+            super().__init__(params, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "Adam", RecordingAdam)
+    code = run_cli(
+        tmp_path,
+        f"content_image={style_path}",
+        f"style_image={style_path}",
+        f"model_file={model_path}",
+        "image_size=32",
+        "steps=[1]",
+        "repeats=1",
+        "figure_tile=32",
+        "device=cpu",
+        "pixel_optimizer=adam",
+    )
+    assert code == 0
+    assert seen and all(fused is None for fused in seen), seen  # fused: auto is off on the CPU
+    assert "optimizer adam" in (tmp_path / "run" / "compare.md").read_text()
+
+
 def test_cli_reports_loss_settings_given_that_differ_from_the_models(tmp_path, style_path):
     content_path = tmp_path / "photo.png"
     random_image((64, 48), 4).save(content_path)
@@ -182,7 +203,7 @@ def test_cli_reports_loss_settings_given_that_differ_from_the_models(tmp_path, s
         tmp_path,
         f"content_image={content_path}",
         f"style_image={style_path}",
-        f"model={model}",
+        f"model_file={model}",
         "image_size=32",
         "steps=[1]",
         "repeats=1",
@@ -198,6 +219,19 @@ def test_cli_reports_loss_settings_given_that_differ_from_the_models(tmp_path, s
     assert "style_weight" not in markdown.split("trained with another loss")[1]  # adopted, not reported
 
 
+def test_cli_names_the_model_with_model_file(tmp_path, style_path, model_path, capsys):
+    # `model` is training's network group; compare's exported model is a key of its own.
+    code = run_cli(
+        tmp_path, f"content_image={style_path}", f"style_image={style_path}", f"model={model_path}"
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err == [
+        f"fast-style compare: error: compare has no 'model': did you mean model_file={model_path}?"
+    ]
+    assert not (tmp_path / "run").exists()
+
+
 def test_cli_refuses_to_overwrite_results(tmp_path, style_path, model_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
@@ -206,7 +240,7 @@ def test_cli_refuses_to_overwrite_results(tmp_path, style_path, model_path, caps
         tmp_path,
         f"content_image={style_path}",
         f"style_image={style_path}",
-        f"model={model_path}",
+        f"model_file={model_path}",
         f"output_dir={out}",
     )
     err = capsys.readouterr().err.strip().splitlines()
@@ -226,7 +260,7 @@ def test_cli_bad_model_file_is_one_line(tmp_path, style_path, capsys, model, mes
     (tmp_path / "garbage.safetensors").write_bytes(b"\x00" * 64)
     (tmp_path / "weights.pth").write_bytes(b"\x00" * 64)
     code = run_cli(
-        tmp_path, f"content_image={style_path}", f"style_image={style_path}", f"model={tmp_path / model}"
+        tmp_path, f"content_image={style_path}", f"style_image={style_path}", f"model_file={tmp_path / model}"
     )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2

@@ -23,8 +23,6 @@ from tests.tiny import TinyEncoder, image, tiny_loss
 
 pytestmark = pytest.mark.filterwarnings("ignore:loss.weights=none")
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-
 
 @pytest.fixture
 def content() -> torch.Tensor:
@@ -281,22 +279,37 @@ def test_cli_writes_the_image_and_tensorboard_logs(tmp_path, style_path):
     assert not list(out.parent.glob(".*.part"))
 
 
-def test_presets_compose_the_classic_settings():
-    from hydra import compose, initialize_config_dir
+def test_cli_adam_reaches_torch_with_fused_resolved(tmp_path, style_path, monkeypatch):
+    seen = []
 
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        gatys = compose("optimize", overrides=["preset=gatys"])
-        d2l = compose("optimize", overrides=["preset=d2l"])
-        adam = compose("optimize", overrides=["optimizer=adam"])
-        gatys_adam = compose("optimize", overrides=["preset=gatys", "optimizer=adam"])
+    class RecordingAdam(torch.optim.Adam):
+        def __init__(self, params, **kwargs):
+            seen.append(kwargs.get("fused", "not given"))
+            super().__init__(params, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "Adam", RecordingAdam)
+    out = tmp_path / "out.png"
+    args = [f"content_image={style_path}", f"style_image={style_path}", f"output={out}", "image_size=32"]
+    code = run_cli(tmp_path, *args, "steps=2", "device=cpu", "pixel_optimizer=adam")
+    assert code == 0
+    assert seen and all(fused is None for fused in seen), seen  # fused: auto is off on the CPU
+
+
+def test_presets_compose_the_classic_settings():
+    from fast_style.cli.hydra_app import compose_config
+
+    gatys = compose_config("optimize", ["preset=gatys"])
+    d2l = compose_config("optimize", ["preset=d2l"])
+    adam = compose_config("optimize", ["pixel_optimizer=adam"])
+    gatys_adam = compose_config("optimize", ["preset=gatys", "pixel_optimizer=adam"])
     assert gatys.loss.network == "vgg19"
     assert list(gatys.loss.content_layers) == ["relu4_2"]
     assert list(gatys.loss.style_layers) == ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
-    assert gatys.optimizer._target_ == "torch.optim.LBFGS"
+    assert gatys.pixel_optimizer._target_ == "torch.optim.LBFGS"
     assert d2l.loss.network == "vgg19" and d2l.loss.tv_weight == 10.0 and d2l.loss.style_weight == 1e4
-    assert d2l.optimizer._target_ == "torch.optim.Adam" and d2l.lr_decay.every == 50
-    assert adam.optimizer._target_ == "torch.optim.Adam" and adam.optimizer.lr == 0.02
-    assert gatys_adam.optimizer._target_ == "torch.optim.Adam"
+    assert d2l.pixel_optimizer._target_ == "torch.optim.Adam" and d2l.lr_decay.every == 50
+    assert adam.pixel_optimizer._target_ == "torch.optim.Adam" and adam.pixel_optimizer.lr == 0.02
+    assert gatys_adam.pixel_optimizer._target_ == "torch.optim.Adam"
 
 
 def test_cli_gatys_preset_runs_on_vgg19(tmp_path, style_path):
@@ -309,7 +322,7 @@ def test_cli_gatys_preset_runs_on_vgg19(tmp_path, style_path):
         "image_size=32",
         "steps=2",
         "preset=gatys",
-        "optimizer=adam",
+        "pixel_optimizer=adam",
         "init=noise",
     )
     assert code == 0 and out.is_file()
@@ -330,6 +343,10 @@ def test_cli_gatys_preset_runs_on_vgg19(tmp_path, style_path):
         ),
         (["content_image={style}", "style_image={style}", "output={out}", "device=cuda:7"], "device"),
         (["content_image={style}", "style_image={style}"], "missing output"),
+        (
+            ["content_image={style}", "style_image={style}", "output={out}", "optimizer=adam"],
+            "optimize has no 'optimizer': did you mean pixel_optimizer=adam?",
+        ),
     ],
 )
 def test_cli_bad_input_is_one_line_and_overwrites_nothing(tmp_path, style_path, capsys, args, message):
@@ -376,20 +393,19 @@ def test_cli_non_finite_loss_keeps_the_last_good_image(tmp_path, style_path, cap
 @pytest.mark.real_weights
 @pytest.mark.slow
 def test_hundred_lbfgs_steps_cut_the_style_loss_five_fold():
-    from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
+    from fast_style.cli.hydra_app import compose_config
     from fast_style.images import load_image_tensor
 
     weights = require(VGG16_BN_OFFLINE)
     content = load_image_tensor(require(CONTENT / "tubingen.jpg"), 128)
     style = load_image_tensor(require(STYLES / "starry_night.jpg"), 128)
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose("optimize", overrides=["loss.network=vgg16_bn", f"loss.weights={weights}"])
+    cfg = compose_config("optimize", ["loss.network=vgg16_bn", f"loss.weights={weights}"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         loss = instantiate(cfg.loss)
-    result = optimize_image(loss, content, style, steps=100, optimizer=instantiate(cfg.optimizer))
+    result = optimize_image(loss, content, style, steps=100, optimizer=instantiate(cfg.pixel_optimizer))
     first, last = result.history[0]["style"], result.history[-1]["style"]
     print(f"style loss {first:.4g} -> {last:.4g} ({first / last:.1f}x) in 100 L-BFGS steps at 128 px")
     assert result.error is None

@@ -146,7 +146,7 @@ def test_thin_style_image_is_one_line_for_optimize_and_compare(
     message = one_error(capsys.readouterr().err, "optimize")
     assert code == 2 and "thin.png" in message and "at least 8 px" in message
     code = compare(
-        tmp_path / "cmp", f"content_image={photo}", f"style_image={thin_style}", f"model={tiny_model}"
+        tmp_path / "cmp", f"content_image={photo}", f"style_image={thin_style}", f"model_file={tiny_model}"
     )
     message = one_error(capsys.readouterr().err, "compare")
     assert code == 2 and "thin.png" in message and "at least 8 px" in message
@@ -222,7 +222,7 @@ def test_compare_output_dir_under_a_file_is_refused_before_hydra_writes(
         tmp_path / "run",
         f"content_image={photo}",
         f"style_image={style_path}",
-        f"model={tiny_model}",
+        f"model_file={tiny_model}",
         f"output_dir={blocker / 'results'}",
     )
     message = one_error(capsys.readouterr().err, "compare")
@@ -307,7 +307,7 @@ def test_compare_refuses_a_used_run_folder_without_touching_it(
     (run / ".hydra").mkdir(parents=True)
     (run / ".hydra" / "config.yaml").write_text("earlier run")
     (run / "compare.md").write_text("earlier results")
-    code = compare(run, f"content_image={photo}", f"style_image={style_path}", f"model={tiny_model}")
+    code = compare(run, f"content_image={photo}", f"style_image={style_path}", f"model_file={tiny_model}")
     assert code == 2 and "overwrite=true" in one_error(capsys.readouterr().err, "compare")
     assert (run / ".hydra" / "config.yaml").read_text() == "earlier run"
     assert (run / "compare.md").read_text() == "earlier results"

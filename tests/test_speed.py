@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from fast_style.auto_settings import SpeedSettings, resolve_speed_settings, training_device
 from fast_style.errors import FastStyleError
-from fast_style.training import SpeedSettings, resolve_speed_settings, training_device
 from tests.test_training import events, train
 
 pytestmark = pytest.mark.filterwarnings("ignore:loss.weights=none", "ignore::UserWarning")
@@ -30,7 +30,7 @@ def test_auto_on_a_cpu_with_native_bf16_trains_in_bf16_mixed_precision():
 def test_cpu_bf16_detection_reads_the_cpu_flags(monkeypatch, tmp_path):
     import builtins
 
-    from fast_style import training
+    from fast_style import auto_settings
 
     real_open = builtins.open
     for flags, expected in [
@@ -45,20 +45,22 @@ def test_cpu_bf16_detection_reads_the_cpu_flags(monkeypatch, tmp_path):
             "open",
             lambda path, *a, _info=info, **k: real_open(_info if path == "/proc/cpuinfo" else path, *a, **k),
         )
-        assert training.cpu_bf16_native() is expected, flags
+        assert auto_settings.cpu_bf16_native() is expected, flags
         assert (resolve_speed_settings("cpu").precision == "bf16-mixed") is expected
 
 
 def test_compile_auto_is_on_for_long_cpu_runs_with_a_compiler(monkeypatch):
-    from fast_style import training
+    from fast_style import auto_settings
 
-    monkeypatch.setattr(training, "compiler_available", lambda: True)
+    monkeypatch.setattr(auto_settings, "compiler_available", lambda: True)
     assert resolve_speed_settings("cpu", compile="auto", steps=-1).compile  # epoch-bounded: long
-    assert resolve_speed_settings("cpu", compile="auto", steps=training.COMPILE_MIN_STEPS).compile
-    assert not resolve_speed_settings("cpu", compile="auto", steps=training.COMPILE_MIN_STEPS - 1).compile
+    assert resolve_speed_settings("cpu", compile="auto", steps=auto_settings.COMPILE_MIN_STEPS).compile
+    assert not resolve_speed_settings(
+        "cpu", compile="auto", steps=auto_settings.COMPILE_MIN_STEPS - 1
+    ).compile
     assert not resolve_speed_settings("cuda", compile="auto", steps=-1, bf16=True).compile
     assert resolve_speed_settings("cpu", compile=True, steps=3).compile  # explicit wins
-    monkeypatch.setattr(training, "compiler_available", lambda: False)
+    monkeypatch.setattr(auto_settings, "compiler_available", lambda: False)
     assert not resolve_speed_settings("cpu", compile="auto", steps=-1).compile
 
 
@@ -136,23 +138,85 @@ def test_training_device_follows_lightnings_choice(monkeypatch, accelerator, cud
 
 
 def test_cli_writes_the_resolved_values_into_the_config():
-    from hydra import compose, initialize_config_dir
+    from fast_style.auto_settings import resolve_auto_settings
+    from fast_style.cli.hydra_app import compose_config
 
-    from fast_style.cli.hydra_app import config_dir
-    from fast_style.cli.train import _resolve_speed
-
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose("train", overrides=["style_image=s.jpg", "trainer.accelerator=cpu"])
+    cfg = compose_config("train", ["style_image=s.jpg", "trainer.accelerator=cpu"])
     assert cfg.trainer.precision == "auto" and cfg.speed.channels_last == "auto"
     assert cfg.optimizer.fused == "auto" and cfg.data.pin_memory == "auto" and cfg.trainer.benchmark == "auto"
     assert cfg.speed.compile == "auto" and cfg.speed.compile_backend == "inductor"
 
-    speed = _resolve_speed(cfg)
-    assert speed == resolve_speed_settings("cpu", compile="auto", steps=-1)
+    resolved = resolve_auto_settings(cfg)
+    speed = resolve_speed_settings("cpu", compile="auto", steps=-1)
+    assert resolved["trainer.precision"] == speed.precision and resolved["speed.compile"] is speed.compile
     assert cfg.trainer.precision == speed.precision and cfg.trainer.benchmark is False
     assert cfg.speed.compile is speed.compile and cfg.speed.compile_loss is speed.compile
     assert cfg.speed.channels_last is False and cfg.data.pin_memory is False
     assert cfg.optimizer.fused is None  # Adam's own default, which keeps its foreach kernels
+
+
+def _leaves(node: object, prefix: str = "") -> list[tuple[str, object]]:
+    if isinstance(node, dict):
+        return [leaf for k, v in node.items() for leaf in _leaves(v, f"{prefix}{k}.")]
+    return [(prefix.rstrip("."), node)]
+
+
+# What may still say "auto" after resolving: Lightning's own keys, and the loss's layer weights (computed
+# from the style targets, not from the machine).
+NOT_MACHINE_SETTINGS = {
+    "trainer.accelerator",
+    "trainer.devices",
+    "loss.content_layer_weights",
+    "loss.style_layer_weights",
+}
+
+
+@pytest.mark.parametrize("cuda", [False, True])
+def test_every_command_resolves_auto_the_same_way(monkeypatch, cuda):
+    from omegaconf import OmegaConf
+
+    from fast_style import auto_settings
+    from fast_style.auto_settings import resolve_auto_settings
+    from fast_style.cli.hydra_app import compose_config
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: int(cuda))
+    monkeypatch.setattr(auto_settings, "_bf16_native", lambda: True)
+    pixels = ["content_image=c.jpg", "style_image=s.jpg", "pixel_optimizer=adam"]
+    configs = {
+        "train": compose_config("train", ["style_image=s.jpg"]),
+        "optimize": compose_config("optimize", [*pixels, "output=o.png"]),
+        "compare": compose_config("compare", [*pixels, "model_file=m.safetensors"]),
+    }
+    for command, cfg in configs.items():
+        resolve_auto_settings(cfg)
+        leaves = _leaves(OmegaConf.to_container(cfg, resolve=False))
+        left = {key for key, value in leaves if isinstance(value, str) and value.lower() == "auto"}
+        assert left <= NOT_MACHINE_SETTINGS, (command, left)
+        assert resolve_auto_settings(cfg) == {}  # nothing left to resolve
+    fused = True if cuda else None  # None: Adam's own default, as in training
+    assert configs["train"].optimizer.fused is fused
+    assert configs["optimize"].pixel_optimizer.fused is fused
+    assert configs["compare"].pixel_optimizer.fused is fused
+    assert configs["optimize"].device == configs["compare"].device == ("cuda" if cuda else "cpu")
+    assert configs["train"].trainer.precision == (
+        "bf16-mixed" if cuda else resolve_speed_settings("cpu").precision
+    )
+
+
+def test_explicit_fused_values_follow_the_training_rule_in_optimize():
+    from fast_style.auto_settings import resolve_auto_settings
+    from fast_style.cli.hydra_app import compose_config
+
+    base = ["content_image=c.jpg", "style_image=s.jpg", "output=o.png", "pixel_optimizer=adam", "device=cpu"]
+    on = compose_config("optimize", [*base, "pixel_optimizer.fused=true"])
+    off = compose_config("optimize", [*base, "pixel_optimizer.fused=false"])
+    assert resolve_auto_settings(on) == {} and on.pixel_optimizer.fused is True
+    resolve_auto_settings(off)
+    assert off.pixel_optimizer.fused is None
+    bad = compose_config("optimize", [*base, "pixel_optimizer.fused=yes"])
+    with pytest.raises(FastStyleError, match=r"pixel_optimizer\.fused must be auto, true or false"):
+        resolve_auto_settings(bad)
 
 
 # -- fused Adam and resuming ----------------------------------------------------------------------------

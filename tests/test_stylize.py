@@ -277,6 +277,21 @@ def test_out_of_memory_falls_back_to_tiles(
     assert np.abs(tiled - whole).mean() < 12
 
 
+def test_out_of_memory_is_known_by_type_or_by_the_allocators_message() -> None:
+    from fast_style.inference.tiling import out_of_memory
+
+    assert out_of_memory(torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)"))
+    try:
+        torch.empty(2**50, dtype=torch.uint8)  # a petabyte: the CPU allocator refuses it at once
+    except RuntimeError as exc:
+        assert out_of_memory(exc), exc
+    else:
+        pytest.skip("this machine allocated a petabyte")
+    assert out_of_memory(RuntimeError("MPS backend out of memory (MPS allocated: 9.00 GB)"))
+    assert not out_of_memory(RuntimeError("Given groups=1, weight of size [8, 3, 3, 3], expected input"))
+    assert not out_of_memory(ValueError("DefaultCPUAllocator: can't allocate memory"))
+
+
 # -- bad inputs: one line on stderr, non-zero exit, nothing written -------------------------------------
 def _truncated_jpeg(path: Path) -> None:
     photo(path, (64, 64), quality=95)

@@ -1,10 +1,9 @@
-"""``fast-style compare content_image=... style_image=... model=...``: optimization vs feed-forward."""
+"""``fast-style compare content_image=... style_image=... model_file=...``: optimization vs feed-forward."""
 
 from __future__ import annotations
 
 import logging
 import math
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,6 @@ __all__ = [
     "checkpoint_steps",
     "compare",
     "main",
-    "translate_args",
 ]
 
 log = logging.getLogger("fast_style.compare")
@@ -91,6 +89,7 @@ def compare(cfg: DictConfig) -> Path:
     from hydra.core.hydra_config import HydraConfig
     from hydra.utils import instantiate
 
+    from fast_style.auto_settings import resolve_auto_settings
     from fast_style.compare import markdown_table, run_compare, write_outputs
     from fast_style.devices import resolve_device
     from fast_style.images import load_image_tensor
@@ -100,6 +99,7 @@ def compare(cfg: DictConfig) -> Path:
     from fast_style.validation import check_image_sides
 
     # Cheap checks first: files, settings and the model, before the loss network loads.
+    resolve_auto_settings(cfg)
     out_dir = check_output_dir(Path(cfg.output_dir), bool(cfg.overwrite))
     steps = checkpoint_steps(cfg.steps)
     if cfg.init not in INITS:
@@ -143,7 +143,7 @@ def compare(cfg: DictConfig) -> Path:
     settings = pixel_optimizer_settings(cfg)
 
     loss = instantiate(cfg.loss).to(device)
-    choice = HydraConfig.get().runtime.choices.get("optimizer")
+    choice = HydraConfig.get().runtime.choices.get("pixel_optimizer")
     report = run_compare(
         loss,
         stylizer,
@@ -224,16 +224,6 @@ def check_run_folder(cfg: DictConfig, run_dir: Path) -> None:
     check_output_dir(out_dir, overwrite)
 
 
-def translate_args(argv: Sequence[str]) -> list[str]:
-    """Accept ``model=PATH`` for ``model_file=PATH``.
-
-    ``model`` is the training config group (configs/model/), so Hydra would read ``model=PATH`` as a
-    choice of that group; the command line promised by the docs says ``model=``, so it is renamed.
-    """
-    return [f"model_file={arg[len('model=') :]}" if arg.startswith("model=") else arg for arg in argv]
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``fast-style compare``."""
-    args = sys.argv[1:] if argv is None else argv
-    return run_hydra_task("compare", compare, translate_args(args), preflight=check_run_folder)
+    return run_hydra_task("compare", compare, argv, preflight=check_run_folder)

@@ -12,19 +12,49 @@ from omegaconf import DictConfig
 
 from fast_style.errors import FastStyleError, one_line
 
-__all__ = ["config_dir", "refuse_existing_run", "run_hydra_task", "user_error"]
+__all__ = [
+    "CONFIG_PACKAGE",
+    "compose_config",
+    "config_search_path",
+    "refuse_existing_run",
+    "run_hydra_task",
+    "user_error",
+]
 
 
-def config_dir() -> Path:
-    """The ``configs/`` folder: ``$FAST_STYLE_CONFIG_DIR``, else the one beside the package."""
+# Hydra's search path for the configs shipped inside the package (package data, see configs/README.md).
+CONFIG_PACKAGE = "pkg://fast_style.configs"
+
+
+def config_search_path() -> str:
+    """Where Hydra reads the configs: the folder ``$FAST_STYLE_CONFIG_DIR``, else the package's own."""
     override = os.environ.get("FAST_STYLE_CONFIG_DIR")
-    path = Path(override) if override else Path(__file__).resolve().parents[2] / "configs"
+    if not override:
+        return CONFIG_PACKAGE
+    path = Path(override).expanduser().resolve()
     if not (path / "train.yaml").is_file():
         raise FastStyleError(
-            f"Hydra configs not found at {path}; install fast_style from its source tree "
-            "(pip install -e .) or set FAST_STYLE_CONFIG_DIR"
+            f"FAST_STYLE_CONFIG_DIR={override} holds no train.yaml; point it at a copy of fast_style/configs/"
         )
-    return path
+    return str(path)
+
+
+def compose_config(
+    command: str, overrides: Sequence[str] = (), *, return_hydra_config: bool = False
+) -> DictConfig:
+    """The config ``fast-style <command>`` would run with ``overrides``, composed without running anything."""
+    from hydra import compose, initialize_config_dir, initialize_config_module
+
+    source = config_search_path()
+    context: initialize_config_dir | initialize_config_module
+    if source.startswith("pkg://"):
+        context = initialize_config_module(source[len("pkg://") :], version_base="1.3", job_name=command)
+    else:
+        context = initialize_config_dir(source, version_base="1.3", job_name=command)
+    with context:
+        return compose(
+            config_name=command, overrides=list(overrides), return_hydra_config=return_hydra_config
+        )
 
 
 def user_error(exc: BaseException) -> str | None:
@@ -50,20 +80,36 @@ _QUOTING = (
 )
 
 
-def _compose(path: Path, command: str, overrides: Sequence[str]) -> DictConfig:
-    """The config ``command`` would run with, including ``hydra``, composed without running anything."""
-    from hydra import compose, initialize_config_dir
+# Keys that another command's config has, and what this command calls the same thing.
+_KEY_ELSEWHERE = {
+    "optimize": {"optimizer": "pixel_optimizer"},
+    "compare": {"optimizer": "pixel_optimizer", "model": "model_file"},
+}
+
+
+def _other_commands_key(command: str, overrides: Sequence[str]) -> str | None:
+    """A hint for an override of a key that ``command`` does not have but calls otherwise."""
+    for arg in overrides:
+        key = arg.split("=", 1)[0].lstrip("+~")
+        for theirs, ours in _KEY_ELSEWHERE.get(command, {}).items():
+            if key == theirs or key.startswith(theirs + "."):
+                return f"{command} has no {key!r}: did you mean {ours}{arg.lstrip('+~')[len(theirs) :]}?"
+    return None
+
+
+def _compose(command: str, overrides: Sequence[str]) -> DictConfig:
+    """``compose_config`` with the ``hydra`` node; Hydra's errors become one-line user errors."""
     from hydra.errors import HydraException, OverrideParseException
 
     try:
-        with initialize_config_dir(config_dir=str(path), version_base="1.3", job_name=command):
-            return compose(config_name=command, overrides=list(overrides), return_hydra_config=True)
+        return compose_config(command, overrides, return_hydra_config=True)
     except OverrideParseException:
         bad = next((arg for arg in overrides if not _parses(arg)), " ".join(overrides))
         raise FastStyleError(f"cannot read the override {bad!r}: {_QUOTING}") from None
     except HydraException as exc:
+        hint = _other_commands_key(command, overrides)
         text = str(exc).split("Config search path")[0]
-        raise FastStyleError(one_line(text)) from None
+        raise FastStyleError(hint or one_line(text)) from None
 
 
 def _parses(arg: str) -> bool:
@@ -106,7 +152,7 @@ def run_hydra_task(
     script: str | None = None,
     preflight: Callable[[DictConfig, Path], None] | None = None,
 ) -> int:
-    """Run ``task`` under ``hydra.main`` with ``configs/<command>.yaml``; return an exit code.
+    """Run ``task`` under ``hydra.main`` with ``<command>.yaml`` of the configs; return an exit code.
 
     Before Hydra writes anything, the config is composed once and checked (``validate_config``, then
     ``preflight(cfg, run_dir)``, e.g. the run-folder policy); the run folder is pinned so the checked
@@ -123,9 +169,9 @@ def run_hydra_task(
     args = list(sys.argv[1:] if argv is None else argv)
     created: Path | None = None
     try:
-        path = config_dir()
+        search_path = config_search_path()
         if _is_rank_zero() and not any(arg.startswith("-") for arg in args):
-            cfg = _compose(path, command, args)
+            cfg = _compose(command, args)
             validate_config(cfg, command)
             run_dir = Path(str(cfg.hydra.run.dir)).expanduser()
             if preflight is not None:
@@ -138,7 +184,7 @@ def run_hydra_task(
         print(f"fast-style {command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
 
-    @hydra.main(config_path=str(path), config_name=command, version_base="1.3")
+    @hydra.main(config_path=search_path, config_name=command, version_base="1.3")
     def entry(cfg: DictConfig) -> None:
         try:
             task(cfg)
@@ -152,6 +198,9 @@ def run_hydra_task(
             print(f"fast-style {command}: error: {message}", file=sys.stderr)
             raise SystemExit(_exit_code(exc)) from None
 
+    # hydra.main reads overrides only from sys.argv (it takes no argv), and it is what makes the run
+    # folder, its .hydra/ files and logs; Lightning's DDP launcher starts the other ranks by re-running
+    # sys.argv. So both get this command line through sys.argv, restored afterwards.
     saved = sys.argv
     sys.argv = [script or f"fast-style {command}", *args]
     code = 0

@@ -12,14 +12,14 @@ __all__ = ["COMMANDS", "main"]
 
 # command -> (module with a ``main(argv) -> int``, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("fast_style.cli.train", "train a feed-forward style network (Hydra: configs/train.yaml)"),
+    "train": ("fast_style.cli.train", "train a feed-forward style network (Hydra config train.yaml)"),
     "optimize": (
         "fast_style.cli.optimize",
-        "stylize one image by optimizing its pixels (Hydra: configs/optimize.yaml)",
+        "stylize one image by optimizing its pixels (Hydra config optimize.yaml)",
     ),
     "compare": (
         "fast_style.cli.compare",
-        "optimization vs a feed-forward model on one image (configs/compare.yaml)",
+        "optimization vs a feed-forward model on one image (Hydra config compare.yaml)",
     ),
     "export": (
         "fast_style.cli.export",

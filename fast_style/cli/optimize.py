@@ -39,12 +39,15 @@ def style_paths(value: Any) -> list[str]:
 
 
 def pixel_optimizer_settings(cfg: DictConfig) -> dict[str, Any]:
-    """The optimizer, learning-rate decay, start and seed arguments shared by optimize and compare."""
+    """The optimizer, learning-rate decay, start and seed arguments shared by optimize and compare.
+
+    ``cfg`` has its ``auto`` settings resolved (``resolve_auto_settings``).
+    """
     from hydra.utils import instantiate
 
     lr_decay = cfg.get("lr_decay") or {}
     return {
-        "optimizer": instantiate(cfg.optimizer),
+        "optimizer": instantiate(cfg.pixel_optimizer),
         "lr_decay_every": lr_decay.get("every"),
         "lr_decay_gamma": float(lr_decay.get("gamma", 0.5)),
         "init": cfg.init,
@@ -122,12 +125,14 @@ def optimize(cfg: DictConfig) -> Path:
     from hydra.core.hydra_config import HydraConfig
     from hydra.utils import instantiate
 
+    from fast_style.auto_settings import resolve_auto_settings
     from fast_style.devices import resolve_device
     from fast_style.images import load_image_tensor, tensor_to_image
     from fast_style.optimize import INITS, MIN_SIDE, TensorBoardMonitor, optimize_image, scale_sizes
     from fast_style.validation import check_image_sides
 
     # Cheap checks first, so a typo fails in a second rather than after loading VGG.
+    resolve_auto_settings(cfg)
     output = check_output(cfg.output, bool(cfg.overwrite))
     if cfg.init not in INITS:
         raise FastStyleError(f"unknown init {cfg.init!r}; choose one of {', '.join(INITS)}")
@@ -156,8 +161,8 @@ def optimize(cfg: DictConfig) -> Path:
     choices = HydraConfig.get().runtime.choices
     plan = list(cfg.scale_steps) if cfg.scale_steps is not None else [int(cfg.steps)] * int(cfg.scales)
     log.info(
-        "optimizer=%s, steps per scale %s, %dx%d px, loss network %s; TensorBoard in %s",
-        choices.get("optimizer"),
+        "pixel_optimizer=%s, steps per scale %s, %dx%d px, loss network %s; TensorBoard in %s",
+        choices.get("pixel_optimizer"),
         plan,
         content.shape[-1],
         content.shape[-2],

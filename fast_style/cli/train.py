@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 import shutil
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from fast_style.cli.hydra_app import run_hydra_task
 from fast_style.errors import FastStyleError, RunFailed, one_line
@@ -17,8 +18,6 @@ from fast_style.files import atomic_path
 
 if TYPE_CHECKING:
     import torch
-
-    from fast_style.training import SpeedSettings
 
 __all__ = ["check_run_folder", "drop_events_from", "main", "train"]
 
@@ -75,39 +74,6 @@ def _check_same_network(net: torch.nn.Module, ckpt: dict[str, Any], path: str) -
         )
 
 
-def _resolve_speed(cfg: DictConfig) -> SpeedSettings:
-    """Resolve the ``auto`` speed options for the run's accelerator and write them back into ``cfg``.
-
-    Lightning's Trainer, the DataLoader and Adam take only concrete values, so this runs before any
-    of them is instantiated; the checkpoint's ``run_config`` then records what the run really used.
-    """
-    from fast_style.training import resolve_speed_settings, training_device
-
-    speed = resolve_speed_settings(
-        training_device(cfg.trainer.get("accelerator", "auto")),
-        precision=cfg.trainer.get("precision", "auto"),
-        benchmark=cfg.trainer.get("benchmark", "auto"),
-        channels_last=cfg.speed.channels_last,
-        fused=cfg.optimizer.get("fused", False),
-        pin_memory=cfg.data.get("pin_memory", "auto"),
-        deterministic=bool(cfg.trainer.get("deterministic", False)),
-        compile=cfg.speed.compile,
-        steps=int(cfg.trainer.get("max_steps", -1) or -1),
-    )
-    with open_dict(cfg):
-        cfg.trainer.precision = speed.precision
-        cfg.trainer.benchmark = speed.benchmark
-        cfg.speed.channels_last = speed.channels_last
-        cfg.data.pin_memory = speed.pin_memory
-        cfg.speed.compile = speed.compile
-        if cfg.speed.compile_loss is None or str(cfg.speed.compile_loss).lower() == "auto":
-            cfg.speed.compile_loss = speed.compile
-        if "fused" in cfg.optimizer:
-            # None, not False: Adam(fused=False) would also switch off its default foreach kernels.
-            cfg.optimizer.fused = True if speed.fused else None
-    return speed
-
-
 def drop_events_from(log_dir: Path, step: int) -> int:
     """Rewrite TensorBoard event files in ``log_dir`` without events at ``step`` or later; returns how many went."""
     from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
@@ -137,7 +103,9 @@ def train(cfg: DictConfig) -> Path:
     import pytorch_lightning as pl
     from hydra.core.hydra_config import HydraConfig
     from hydra.utils import instantiate
+    from pytorch_lightning.utilities.warnings import PossibleUserWarning
 
+    from fast_style.auto_settings import resolve_auto_settings
     from fast_style.images import load_image_tensor
     from fast_style.training import StyleTransferModule
     from fast_style.validation import check_image_sides, loss_min_side, warn_if_poor_style
@@ -147,8 +115,10 @@ def train(cfg: DictConfig) -> Path:
     if cfg.seed is not None:
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
-    # Cheap checks first, so a typo fails in a second rather than after loading VGG.
-    speed = _resolve_speed(cfg)
+    # Cheap checks first, so a typo fails in a second rather than after loading VGG. Lightning's
+    # Trainer, the DataLoader and Adam take only concrete values: every "auto" is resolved before any
+    # of them is built, and the checkpoint's run_config records what the run really used.
+    resolve_auto_settings(cfg)
     style = load_image_tensor(cfg.style_image, cfg.style_size)
     check_image_sides(
         style,
@@ -173,7 +143,7 @@ def train(cfg: DictConfig) -> Path:
         style_name=Path(cfg.style_image).stem,
         style_info={"style_image": Path(cfg.style_image).name, "style_size": int(max(style.shape[-2:]))},
         run_config=OmegaConf.to_container(cfg, resolve=True),
-        channels_last=speed.channels_last,
+        channels_last=cfg.speed.channels_last,
         compile_net=cfg.speed.compile,
         compile_loss=cfg.speed.compile_loss,
         compile_backend=cfg.speed.compile_backend,
@@ -194,16 +164,21 @@ def train(cfg: DictConfig) -> Path:
     log.info("run folder: %s", run_dir)
     log.info(
         "speed: precision %s, cudnn benchmark %s, channels_last %s, fused Adam %s, pin_memory %s, compile %s/%s",
-        speed.precision,
-        speed.benchmark,
-        speed.channels_last,
-        speed.fused,
-        speed.pin_memory,
+        cfg.trainer.precision,
+        cfg.trainer.benchmark,
+        cfg.speed.channels_last,
+        bool(cfg.optimizer.get("fused")),
+        cfg.data.pin_memory,
         cfg.speed.compile,
         cfg.speed.compile_loss,
     )
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume[0] if resume is not None else None)
+        with warnings.catch_warnings():
+            # The frozen loss network is in eval mode on purpose; Lightning warns about any such module.
+            warnings.filterwarnings(
+                "ignore", message=r"Found \d+ module\(s\) in eval mode", category=PossibleUserWarning
+            )
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume[0] if resume is not None else None)
     except SystemExit:
         if trainer.interrupted:  # Lightning turns Ctrl-C into exit(1) after a graceful stop
             print(f"fast-style train: interrupted{_resume_hint(run_dir)}", file=sys.stderr)

@@ -34,9 +34,24 @@ def to_tensor(pixels: np.ndarray, device: torch.device) -> torch.Tensor:
     return tensor.to(device).div_(pixel_scale(pixels))
 
 
+# Allocators that still raise a plain RuntimeError when memory runs out, by the start of their message:
+# PyTorch's CPU allocator (posix_memalign failing, or its own size check) and Apple's MPS backend.
+_PLAIN_RUNTIME_ERRORS = (
+    "DefaultCPUAllocator: can't allocate memory",
+    "DefaultCPUAllocator: not enough memory",
+    "MPS backend out of memory",
+)
+
+
 def out_of_memory(exc: BaseException) -> bool:
-    """True for a GPU or CPU allocation failure, which a smaller tile may avoid."""
-    return isinstance(exc, torch.cuda.OutOfMemoryError) or "can't allocate memory" in str(exc)
+    """True for a GPU or CPU allocation failure, which a smaller tile may avoid.
+
+    CUDA (and any backend that does) raises ``torch.OutOfMemoryError``, known by its type; elsewhere
+    only the allocator's message tells, so a ``RuntimeError`` is matched against it as a fallback.
+    """
+    if isinstance(exc, torch.cuda.OutOfMemoryError):  # the same class as torch.OutOfMemoryError
+        return True
+    return isinstance(exc, RuntimeError) and any(text in str(exc) for text in _PLAIN_RUNTIME_ERRORS)
 
 
 def downscaled(pixels: np.ndarray, max_pixels: int) -> np.ndarray:

@@ -31,9 +31,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # On the CPU, images of at least this many pixels go through the VGG channels-last. oneDNN's
-# convolutions gain from it on large images and lose on small ones. Forward and backward of the
-# default loss (VGG16-BN) on one thread, CPU time: 30 % slower at 64x48, 12 % slower at 128x96, the
-# same at 256x192, 6 % faster at 512x384, 13 % faster at 1024x768.
+# convolutions gain from it on large images and lose on small ones; the measurements behind this
+# threshold are in benchmarks/README.md, "Optimization step vs reference".
 CHANNELS_LAST_MIN_PIXELS = 2**17
 
 # name -> (torchvision layer config, batch norm, ImageNet weights enum entry)

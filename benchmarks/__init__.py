@@ -1,0 +1,1 @@
+"""Speed, memory and quality measurements, run from the project root as ``python -m benchmarks.<name>``."""
