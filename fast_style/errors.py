@@ -21,10 +21,10 @@ class RunFailed(FastStyleError):
     exit_code = EXIT_FAILED
 
 
-def one_line(exc: BaseException, limit: int = 300) -> str:
-    """``exc`` as one line: its type when it has no text, control characters and line breaks removed."""
+def one_line(exc: BaseException | str, limit: int = 300) -> str:
+    """``exc`` (an exception or a message) as one line: an exception's type when it has no text, control characters and line breaks removed."""
     text = _ANSI.sub("", str(exc))
     text = " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
-    if not text:
+    if not text and isinstance(exc, BaseException):
         return type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."

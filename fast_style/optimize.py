@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch.nn import functional as F
@@ -112,7 +113,7 @@ def _optimizer_factory(optimizer: str | OptimizerFactory) -> OptimizerFactory:
         ) from None
 
 
-def resize_to(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def resize_to(images: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """Bilinear resize of ``(B, 3, H, W)`` to ``size = (H', W')``, antialiased when shrinking."""
     if tuple(images.shape[-2:]) == tuple(size):
         return images
@@ -166,7 +167,7 @@ def initial_image(
         if style is None:
             raise FastStyleError("init=style needs a style image")
         # Stretched to the content's shape: the start only has to carry the style's colours and marks.
-        return resize_to(style.detach().to(content.device, content.dtype), tuple(content.shape[-2:])).clone()
+        return resize_to(style.detach().to(content.device, content.dtype), content.shape[-2:]).clone()
     raise FastStyleError(f"unknown init {init!r}; choose one of {', '.join(INITS)}")
 
 
@@ -227,7 +228,7 @@ def optimize_pixels(
         clamped = pixels.detach().clamp(0, 1)
         for point, grad, terms in recent:
             if (grad is not None or not with_grad) and torch.equal(point, clamped):
-                if with_grad:
+                if grad is not None and with_grad:
                     pixels.grad = grad.clone()
                 return terms
         opt.zero_grad(set_to_none=True)
@@ -236,8 +237,8 @@ def optimize_pixels(
             terms = loss(pixels.clamp(0, 1))
         grad = None
         if with_grad and torch.isfinite(terms["total"]):
-            terms["total"].backward()
-            grad = pixels.grad.detach().clone()
+            (grad,) = torch.autograd.grad(terms["total"], pixels)
+            pixels.grad = grad.clone()
         terms = {k: v.detach() for k, v in terms.items()}
         recent.append((clamped, grad, terms))
         return terms
@@ -262,7 +263,8 @@ def optimize_pixels(
         for step in range(steps):
             current.clear()
             before = pixels.detach().clone()
-            opt.step(closure)
+            # torch annotates the closure as returning a float; L-BFGS and Adam take the loss tensor.
+            opt.step(cast("Callable[[], float]", closure))
             with torch.no_grad():
                 pixels.clamp_(0, 1)
             if torch.equal(before, pixels.detach()):
@@ -417,6 +419,7 @@ def optimize_image(
             total.error = part.error if scales == 1 else f"at scale {level + 1}/{scales}: {part.error}"
             break
     total.steps = offset
+    assert image is not None  # scale_sizes gives at least one scale
     total.image = finish(image)
     return total
 

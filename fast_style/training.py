@@ -9,7 +9,7 @@ import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar, overload
 
 import pytorch_lightning as pl
 import torch
@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 # The frozen loss network is in eval mode on purpose.
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode", category=UserWarning)
 
+_Destination = TypeVar("_Destination", bound=dict[str, Any])
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
 
@@ -335,7 +336,16 @@ class StyleTransferModule(pl.LightningModule):
         logger.experiment.add_image("samples/content_stylized", grid, global_step=self.global_step)
 
     # -- checkpoints: the transform network only -------------------------------------------------
+    @overload
+    def state_dict(
+        self, *, destination: _Destination, prefix: str = ..., keep_vars: bool = ...
+    ) -> _Destination: ...
+
+    @overload
+    def state_dict(self, *, prefix: str = ..., keep_vars: bool = ...) -> dict[str, Any]: ...
+
     def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """The module's state without the frozen loss network, which every run rebuilds from its config."""
         state = super().state_dict(*args, **kwargs)
         for key in [k for k in state if k.startswith("loss_fn.")]:
             del state[key]

@@ -61,9 +61,10 @@ def adopt_model_loss(cfg: DictConfig, recorded: dict[str, Any], overridden: set[
     Returns the differences that remain (settings given on the command line that differ from the
     model's), each as ``key X (model) vs Y (here)``.
     """
-    from omegaconf import OmegaConf, open_dict
+    from omegaconf import open_dict
 
     from fast_style.trained_loss import LOSS_KEYS, differences, weights_mismatch
+    from fast_style.validation import config_dict
 
     with open_dict(cfg):
         for key in LOSS_KEYS:
@@ -72,9 +73,7 @@ def adopt_model_loss(cfg: DictConfig, recorded: dict[str, Any], overridden: set[
         kind = str(recorded.get("weights", "")).lower()
         if "weights" not in overridden and kind in ("imagenet", "none"):
             cfg.loss.weights = kind
-    current = OmegaConf.to_container(cfg.loss, resolve=True)
-    assert isinstance(current, dict)
-    found = differences(recorded, current)
+    found = differences(recorded, config_dict(cfg.loss))
     if kind == "file" and "weights" not in overridden:
         raise FastStyleError(
             f"the model was trained with the loss-network weights file {recorded.get('weights_file', '?')} "

@@ -146,7 +146,8 @@ def optimize(cfg: DictConfig) -> Path:
     blend = list(cfg.style_blend) if cfg.style_blend is not None else None
     paths = style_paths(cfg.style_image)
     styles = load_styles(paths, style_long, blend)
-    coarsest = scale_sizes(*content.shape[-2:], int(cfg.scales))[0]
+    height, width = content.shape[-2:]
+    coarsest = scale_sizes(height, width, int(cfg.scales))[0]
     check_style_sides(styles, paths, max(1, round(float(cfg.style_scale) * max(coarsest))), cfg.loss)
     device = resolve_device(cfg.device)
     settings = pixel_optimizer_settings(cfg)

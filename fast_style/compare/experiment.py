@@ -137,7 +137,7 @@ def run_compare(
     with PeakMemory(device) as memory:
         stylized = stylizer.stylize_tensor(content)
         _sync(device)
-    stylized = resize_to(stylized.to(device).float(), tuple(content.shape[-2:]))
+    stylized = resize_to(stylized.to(device).float(), content.shape[-2:])
     times = []
     for _ in range(max(1, repeats)):
         start = time.perf_counter()
