@@ -6,6 +6,7 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -99,26 +100,23 @@ class StyleDataModule(pl.LightningDataModule):
             raise FastStyleError(f"data.max_bad_fraction must be within [0, 1], got {max_bad_fraction}")
         self.root = root
         self.image_size = image_size
-        self.batch_size = batch_size
-        self.num_workers = num_workers
         self.num_sample_images = num_sample_images
         self.max_bad_fraction = max_bad_fraction
-        self.pin_memory = pin_memory
-        self.persistent_workers = persistent_workers
         self.files = find_images(root)
         self.train_set = ImageFolderDataset(self.files, image_size, random_crop=True)
+        self.loader_options: dict[str, Any] = {
+            "batch_size": batch_size,
+            "shuffle": True,
+            "num_workers": num_workers,
+            "collate_fn": collate_skip_bad,
+            "pin_memory": pin_memory,
+            "persistent_workers": persistent_workers and num_workers > 0,
+            "drop_last": len(self.train_set) >= batch_size,
+        }
+        """What ``train_dataloader`` passes to the ``DataLoader`` besides the dataset."""
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(
-            self.train_set,
-            batch_size=self.batch_size,
-            shuffle=True,
-            num_workers=self.num_workers,
-            collate_fn=collate_skip_bad,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers and self.num_workers > 0,
-            drop_last=len(self.train_set) >= self.batch_size,
-        )
+        return DataLoader(self.train_set, **self.loader_options)
 
     def sample_images(self) -> torch.Tensor:
         """The first readable ``num_sample_images`` images, center-cropped: the same every call."""

@@ -2,10 +2,20 @@
 
 import re
 
-__all__ = ["EXIT_FAILED", "EXIT_USAGE", "FastStyleError", "RunFailed", "one_line"]
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "FastStyleError",
+    "RunFailed",
+    "one_line",
+]
 
+EXIT_OK = 0
 EXIT_FAILED = 1  # a failure during the work (disk full, non-finite loss, ...)
 EXIT_USAGE = 2  # bad input, found before any work started
+EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports SIGINT
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # terminal colour codes, e.g. in torch.load's messages
 
 

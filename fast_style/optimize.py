@@ -41,6 +41,7 @@ __all__ = [
     "OptimizerFactory",
     "StepCallback",
     "TensorBoardMonitor",
+    "check_init",
     "initial_image",
     "optimize_image",
     "optimize_pixels",
@@ -145,6 +146,12 @@ def scale_sizes(height: int, width: int, scales: int) -> list[tuple[int, int]]:
     return sizes
 
 
+def check_init(init: str) -> None:
+    """Refuse a starting image that is not one of ``INITS``."""
+    if init not in INITS:
+        raise FastStyleError(f"unknown init {init!r}; choose one of {', '.join(INITS)}")
+
+
 def initial_image(
     init: str,
     content: torch.Tensor,
@@ -168,7 +175,8 @@ def initial_image(
             raise FastStyleError("init=style needs a style image")
         # Stretched to the content's shape: the start only has to carry the style's colours and marks.
         return resize_to(style.detach().to(content.device, content.dtype), content.shape[-2:]).clone()
-    raise FastStyleError(f"unknown init {init!r}; choose one of {', '.join(INITS)}")
+    check_init(init)
+    raise AssertionError(f"init {init!r} is in INITS but has no starting image")
 
 
 def optimize_pixels(
@@ -342,8 +350,7 @@ def optimize_image(
         raise FastStyleError("at least one style image is needed")
     if content.dim() == 3:
         content = content.unsqueeze(0)
-    if init not in INITS:
-        raise FastStyleError(f"unknown init {init!r}; choose one of {', '.join(INITS)}")
+    check_init(init)
     if style_scale <= 0:
         raise FastStyleError(f"style_scale must be positive, got {style_scale}")
     height, width = content.shape[-2:]

@@ -9,10 +9,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig
 
 from fast_style.cli.hydra_app import run_hydra_task
-from fast_style.cli.optimize import check_style_sides, load_styles, pixel_optimizer_settings, style_paths
+from fast_style.cli.pixel_inputs import (
+    check_style_sides,
+    load_content,
+    load_styles,
+    one_or_many,
+    pixel_optimizer_settings,
+    style_paths,
+)
 from fast_style.errors import FastStyleError, RunFailed, one_line
 from fast_style.files import check_writable
 
@@ -31,9 +38,8 @@ log = logging.getLogger("fast_style.compare")
 
 def checkpoint_steps(value: Any) -> list[int]:
     """``steps`` as a sorted list of positive step counts: one number or a list of them."""
-    items = list(value) if isinstance(value, (list, tuple, ListConfig)) else [value]
     try:
-        steps = sorted({int(v) for v in items})
+        steps = sorted({int(v) for v in one_or_many(value)})
     except (TypeError, ValueError):
         raise FastStyleError(f"steps must be a positive number or a list of them, got {value}") from None
     if not steps or steps[0] < 1:
@@ -92,28 +98,17 @@ def compare(cfg: DictConfig) -> Path:
 
     from fast_style.compare import markdown_table, run_compare, write_outputs
     from fast_style.devices import resolve_device
-    from fast_style.images import load_image_tensor
     from fast_style.inference import Stylizer
-    from fast_style.optimize import INITS, MIN_SIDE
+    from fast_style.optimize import check_init
     from fast_style.trained_loss import recorded_loss
-    from fast_style.validation import check_image_sides
 
     # Cheap checks first: files, settings and the model, before the loss network loads.
     out_dir = check_output_dir(Path(cfg.output_dir), bool(cfg.overwrite))
     steps = checkpoint_steps(cfg.steps)
-    if cfg.init not in INITS:
-        raise FastStyleError(f"unknown init {cfg.init!r}; choose one of {', '.join(INITS)}")
-    if float(cfg.style_scale) <= 0:
-        raise FastStyleError(f"style_scale must be positive, got {cfg.style_scale}")
+    check_init(cfg.init)
     device = resolve_device(cfg.device)
     stylizer = Stylizer.from_file(cfg.model_file, device=str(device))
-    content = load_image_tensor(cfg.content_image, cfg.image_size)
-    check_image_sides(
-        content,
-        MIN_SIDE,
-        f"content image {cfg.content_image} at image_size={cfg.image_size}",
-        "use a larger image_size or a less elongated image",
-    )
+    content = load_content(cfg)
     paths = style_paths(cfg.style_image)
     blend = list(cfg.style_blend) if cfg.style_blend is not None else None
     recorded = recorded_loss(stylizer.metadata)

@@ -7,7 +7,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from fast_style.errors import EXIT_FAILED, FastStyleError, one_line
+from fast_style.cli.arguments import parse_args
+from fast_style.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, FastStyleError, one_line
 from fast_style.files import check_writable
 
 __all__ = ["main"]
@@ -42,10 +43,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``fast-style export``; returns the exit code."""
-    try:
-        args = _parser().parse_args(argv)
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 2
+    args = parse_args(_parser(), argv)
+    if isinstance(args, int):
+        return args
 
     from fast_style.export import export_model
 
@@ -65,9 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; nothing was written", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     print(f"wrote {written} ({written.stat().st_size / 1e6:.2f} MB)")
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

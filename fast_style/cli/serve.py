@@ -10,12 +10,12 @@ import contextlib
 import sys
 from collections.abc import Sequence
 
-from fast_style.errors import FastStyleError
+from fast_style.cli.arguments import add_device_option, parse_args
+from fast_style.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, FastStyleError
 
 __all__ = ["main"]
 
 PROG = "fast-style serve"
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,20 +39,16 @@ def _parser() -> argparse.ArgumentParser:
         help="folders of .safetensors models to offer besides the shipped ones",
     )
     parser.add_argument("--no-shipped", action="store_true", help="offer only the models in --models")
-    parser.add_argument(
-        "--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run (default: auto)"
-    )
+    add_device_option(parser)
     parser.add_argument("--access-log", action="store_true", help="print one line per request")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``fast-style serve``; returns the exit code."""
-    parser = _parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    args = parse_args(_parser(), argv)
+    if isinstance(args, int):
+        return args
     if not 0 <= args.port <= 65535:
         print(f"{PROG}: error: --port must be within 0-65535, got {args.port}", file=sys.stderr)
         return EXIT_USAGE

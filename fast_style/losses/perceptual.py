@@ -13,10 +13,22 @@ from torch.nn import functional as F
 from fast_style.errors import FastStyleError
 from fast_style.losses.vgg import weights_file_identity
 
-__all__ = ["AUTO", "LayerWeights", "PerceptualLoss", "energy", "gram_matrix", "total_variation"]
+__all__ = [
+    "AUTO",
+    "CONTENT_LAYERS",
+    "STYLE_LAYERS",
+    "LayerWeights",
+    "PerceptualLoss",
+    "energy",
+    "gram_matrix",
+    "total_variation",
+]
 
 
 AUTO = "auto"
+# The layers of Johnson et al. and pytorch/examples: content at relu2_2, style at four depths.
+CONTENT_LAYERS = ("relu2_2",)
+STYLE_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
 LayerWeights = Sequence[float] | Mapping[str, float] | str | None
 
 # Keeps an all-zero target (a flat black style image) from dividing by zero.
@@ -118,8 +130,8 @@ class PerceptualLoss(nn.Module):
     def __init__(
         self,
         encoder: nn.Module,
-        content_layers: Sequence[str] = ("relu2_2",),
-        style_layers: Sequence[str] = ("relu1_2", "relu2_2", "relu3_3", "relu4_3"),
+        content_layers: Sequence[str] = CONTENT_LAYERS,
+        style_layers: Sequence[str] = STYLE_LAYERS,
         style_layer_weights: LayerWeights = AUTO,
         content_weight: float = 1.0,
         style_weight: float = 1.0,
