@@ -39,6 +39,7 @@ __all__ = [
     "OPTIMIZERS",
     "OptimizeResult",
     "OptimizerFactory",
+    "PixelSettings",
     "StepCallback",
     "TensorBoardMonitor",
     "check_init",
@@ -144,6 +145,30 @@ def scale_sizes(height: int, width: int, scales: int) -> list[tuple[int, int]]:
             f"at least {MIN_SIDE} px: use fewer scales or a larger image_size"
         )
     return sizes
+
+
+@dataclass(frozen=True)
+class PixelSettings:
+    """How the pixels are optimized, for ``optimize_image`` and ``run_compare``.
+
+    ``optimizer`` is a name in ``OPTIMIZERS`` or a factory ``params -> Optimizer``; with
+    ``lr_decay_every`` the learning rate is multiplied by ``lr_decay_gamma`` every that many steps.
+    The run starts from ``init``, one of ``INITS``; ``seed`` draws the noise (``None``: at random).
+    """
+
+    optimizer: str | OptimizerFactory = "lbfgs"
+    lr_decay_every: int | None = None
+    lr_decay_gamma: float = 0.5
+    init: str = "content"
+    seed: int | None = 0
+
+    def __post_init__(self) -> None:
+        check_init(self.init)
+        _optimizer_factory(self.optimizer)  # an unknown name fails here, before any work
+
+    def start(self, content: torch.Tensor, style: torch.Tensor | None = None) -> torch.Tensor:
+        """The image the run starts from, for ``content`` (and ``style``, for ``init="style"``)."""
+        return initial_image(self.init, content, style, self.seed)
 
 
 def check_init(init: str) -> None:
@@ -321,11 +346,7 @@ def optimize_image(
     *,
     blend: Sequence[float] | None = None,
     steps: int = 300,
-    optimizer: str | OptimizerFactory = "lbfgs",
-    lr_decay_every: int | None = None,
-    lr_decay_gamma: float = 0.5,
-    init: str = "content",
-    seed: int | None = 0,
+    settings: PixelSettings | None = None,
     style_scale: float = 1.0,
     scales: int = 1,
     scale_steps: Sequence[int] | None = None,
@@ -341,8 +362,10 @@ def optimize_image(
     With ``scales > 1`` the image is first optimized at ``1/2**(scales-1)`` of its size, then
     upsampled to start the next scale. ``steps`` (or ``scale_steps``, one per scale) counts steps per
     scale; ``snapshot_at`` and ``history`` count steps over all scales. ``preserve_color`` optimizes
-    luminance only and puts the content's colours back at the end.
+    luminance only and puts the content's colours back at the end. ``settings``: the defaults of
+    ``PixelSettings`` (L-BFGS from the content) unless given.
     """
+    settings = settings or PixelSettings()
     if isinstance(styles, torch.Tensor):
         styles = [styles]
     styles = [s if s.dim() == 4 else s.unsqueeze(0) for s in styles]
@@ -350,7 +373,6 @@ def optimize_image(
         raise FastStyleError("at least one style image is needed")
     if content.dim() == 3:
         content = content.unsqueeze(0)
-    check_init(init)
     if style_scale <= 0:
         raise FastStyleError(f"style_scale must be positive, got {style_scale}")
     height, width = content.shape[-2:]
@@ -388,7 +410,7 @@ def optimize_image(
         loss.set_style_image(level_styles, blend)
         loss.set_content_image(level_content)
         if image is None:
-            image = initial_image(init, level_content, start_style, seed)
+            image = settings.start(level_content, start_style)
         else:
             image = resize_to(image, size)
 
@@ -404,9 +426,9 @@ def optimize_image(
             loss,
             image,
             level_steps,
-            optimizer,
-            lr_decay_every=lr_decay_every,
-            lr_decay_gamma=lr_decay_gamma,
+            settings.optimizer,
+            lr_decay_every=settings.lr_decay_every,
+            lr_decay_gamma=settings.lr_decay_gamma,
             snapshot_at=local,
             callback=shifted if callback is not None else None,
             progress=progress,

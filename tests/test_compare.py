@@ -22,7 +22,7 @@ from fast_style.compare import (
 from fast_style.export import export_safetensors
 from fast_style.inference import Stylizer
 from fast_style.models import TransformerNet, model_config
-from fast_style.optimize import optimize_pixels
+from fast_style.optimize import PixelSettings, optimize_pixels
 from tests.conftest import random_image
 from tests.tiny import image, tiny_loss
 
@@ -52,7 +52,9 @@ def test_both_modes_are_scored_by_the_same_function(model_path):
     content, style = image((40, 32), 1), image((48, 48), 7)
     stylizer = Stylizer.from_file(model_path)
     loss = tiny_loss(tv_weight=0.5)
-    report = run_compare(loss, stylizer, content, style, checkpoints=[2, 5], optimizer="adam", repeats=1)
+    report = run_compare(
+        loss, stylizer, content, style, checkpoints=[2, 5], settings=PixelSettings("adam"), repeats=1
+    )
 
     # The feed-forward row is exactly the shared evaluation of the network's output ...
     ff_image = stylizer.stylize_tensor(content)

@@ -99,13 +99,12 @@ def compare(cfg: DictConfig) -> Path:
     from fast_style.compare import markdown_table, run_compare, write_outputs
     from fast_style.devices import resolve_device
     from fast_style.inference import Stylizer
-    from fast_style.optimize import check_init
     from fast_style.trained_loss import recorded_loss
 
     # Cheap checks first: files, settings and the model, before the loss network loads.
     out_dir = check_output_dir(Path(cfg.output_dir), bool(cfg.overwrite))
     steps = checkpoint_steps(cfg.steps)
-    check_init(cfg.init)
+    settings = pixel_optimizer_settings(cfg)
     device = resolve_device(cfg.device)
     stylizer = Stylizer.from_file(cfg.model_file, device=str(device))
     content = load_content(cfg)
@@ -134,7 +133,6 @@ def compare(cfg: DictConfig) -> Path:
         log.warning(
             "the model was trained with another loss than the one measuring here: %s", "; ".join(differences)
         )
-    settings = pixel_optimizer_settings(cfg)
 
     loss = instantiate(cfg.loss).to(device)
     choice = HydraConfig.get().runtime.choices.get("optimizer")
@@ -145,7 +143,7 @@ def compare(cfg: DictConfig) -> Path:
         styles,
         checkpoints=steps,
         blend=blend,
-        **settings,
+        settings=settings,
         repeats=int(cfg.repeats),
         progress=bool(cfg.progress),
     )

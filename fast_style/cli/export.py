@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
-from fast_style.cli.arguments import parse_args
+from fast_style.cli.arguments import argparse_main
 from fast_style.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, FastStyleError, one_line
 from fast_style.files import check_writable
 
@@ -41,12 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``fast-style export``; returns the exit code."""
-    args = parse_args(_parser(), argv)
-    if isinstance(args, int):
-        return args
-
+def _export(args: argparse.Namespace) -> int:
+    """``fast-style export`` on parsed arguments; returns the exit code."""
     from fast_style.export import export_model
 
     out = Path(args.output)
@@ -69,6 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"wrote {written} ({written.stat().st_size / 1e6:.2f} MB)")
     return EXIT_OK
 
+
+main = argparse_main(_parser, _export)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -59,11 +59,11 @@ def optimize(cfg: DictConfig) -> Path:
 
     from fast_style.devices import resolve_device
     from fast_style.images import tensor_to_image
-    from fast_style.optimize import TensorBoardMonitor, check_init, optimize_image, scale_sizes
+    from fast_style.optimize import TensorBoardMonitor, optimize_image, scale_sizes
 
     # Cheap checks first, so a typo fails in a second rather than after loading VGG.
     output = check_output(cfg.output, bool(cfg.overwrite))
-    check_init(cfg.init)
+    settings = pixel_optimizer_settings(cfg)
     if int(cfg.steps) < 0:
         raise FastStyleError(f"steps must be >= 0, got {cfg.steps}")
     content = load_content(cfg)
@@ -75,7 +75,6 @@ def optimize(cfg: DictConfig) -> Path:
     coarsest = scale_sizes(height, width, int(cfg.scales))[0]
     check_style_sides(styles, paths, max(1, round(float(cfg.style_scale) * max(coarsest))), cfg.loss)
     device = resolve_device(cfg.device)
-    settings = pixel_optimizer_settings(cfg)
 
     loss = instantiate(cfg.loss).to(device)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -98,7 +97,7 @@ def optimize(cfg: DictConfig) -> Path:
             styles,
             blend=blend,
             steps=int(cfg.steps),
-            **settings,
+            settings=settings,
             style_scale=float(cfg.style_scale),
             scales=int(cfg.scales),
             scale_steps=list(cfg.scale_steps) if cfg.scale_steps is not None else None,

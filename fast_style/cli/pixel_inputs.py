@@ -12,6 +12,8 @@ from fast_style.errors import FastStyleError
 if TYPE_CHECKING:
     import torch
 
+    from fast_style.optimize import PixelSettings
+
 __all__ = [
     "check_style_sides",
     "load_content",
@@ -35,18 +37,20 @@ def style_paths(value: Any) -> list[str]:
     return paths
 
 
-def pixel_optimizer_settings(cfg: DictConfig) -> dict[str, Any]:
-    """The optimizer, learning-rate decay, start and seed arguments shared by optimize and compare."""
+def pixel_optimizer_settings(cfg: DictConfig) -> PixelSettings:
+    """The optimizer, learning-rate decay, start and seed of an ``optimize`` or ``compare`` config."""
     from hydra.utils import instantiate
 
+    from fast_style.optimize import PixelSettings
+
     lr_decay = cfg.get("lr_decay") or {}
-    return {
-        "optimizer": instantiate(cfg.optimizer),
-        "lr_decay_every": lr_decay.get("every"),
-        "lr_decay_gamma": float(lr_decay.get("gamma", 0.5)),
-        "init": cfg.init,
-        "seed": cfg.seed,
-    }
+    return PixelSettings(
+        optimizer=instantiate(cfg.optimizer),
+        lr_decay_every=lr_decay.get("every"),
+        lr_decay_gamma=float(lr_decay.get("gamma", 0.5)),
+        init=cfg.init,
+        seed=cfg.seed,
+    )
 
 
 def check_style_sides(

@@ -8,9 +8,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-from collections.abc import Sequence
 
-from fast_style.cli.arguments import add_device_option, parse_args
+from fast_style.cli.arguments import add_device_option, argparse_main
 from fast_style.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, FastStyleError
 
 __all__ = ["main"]
@@ -44,11 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``fast-style serve``; returns the exit code."""
-    args = parse_args(_parser(), argv)
-    if isinstance(args, int):
-        return args
+def _serve(args: argparse.Namespace) -> int:
+    """``fast-style serve`` on parsed arguments; returns the exit code."""
     if not 0 <= args.port <= 65535:
         print(f"{PROG}: error: --port must be within 0-65535, got {args.port}", file=sys.stderr)
         return EXIT_USAGE
@@ -97,6 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{PROG}: stopped")
     return EXIT_OK
 
+
+main = argparse_main(_parser, _serve)
 
 if __name__ == "__main__":
     sys.exit(main())

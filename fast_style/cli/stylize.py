@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from PIL import Image
 
-from fast_style.cli.arguments import add_device_option, parse_args
+from fast_style.cli.arguments import add_device_option, argparse_main
 from fast_style.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, FastStyleError, one_line
 from fast_style.files import check_writable
 from fast_style.images import IMAGE_EXTENSIONS, folder_images, image_format_for, open_image, save_image
@@ -199,12 +199,8 @@ def _error(message: str) -> None:
     tqdm.write(f"{PROG}: error: {message}", file=sys.stderr)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``fast-style stylize``; returns the exit code."""
-    args = parse_args(_parser(), argv)
-    if isinstance(args, int):
-        return args
-
+def _stylize(args: argparse.Namespace) -> int:
+    """``fast-style stylize`` on parsed arguments; returns the exit code."""
     from fast_style.inference import Stylizer
 
     try:
@@ -258,6 +254,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(summary)
     return EXIT_FAILED if failed else EXIT_OK
 
+
+main = argparse_main(_parser, _stylize)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -19,7 +19,7 @@ import torch
 from fast_style.compare.memory import PeakMemory
 from fast_style.errors import FastStyleError
 from fast_style.losses import PerceptualLoss
-from fast_style.optimize import OptimizerFactory, initial_image, optimize_pixels, resize_to
+from fast_style.optimize import PixelSettings, optimize_pixels, resize_to
 
 __all__ = ["COLUMNS", "CompareReport", "Row", "evaluate_image", "run_compare", "steps_to_match"]
 
@@ -103,11 +103,7 @@ def run_compare(
     *,
     checkpoints: Iterable[int] = (10, 50, 100, 300),
     blend: Sequence[float] | None = None,
-    optimizer: str | OptimizerFactory = "lbfgs",
-    lr_decay_every: int | None = None,
-    lr_decay_gamma: float = 0.5,
-    init: str = "content",
-    seed: int | None = 0,
+    settings: PixelSettings | None = None,
     repeats: int = 3,
     progress: bool = False,
 ) -> CompareReport:
@@ -116,8 +112,10 @@ def run_compare(
     ``stylizer`` needs ``stylize_tensor`` (a ``fast_style.inference.Stylizer``). ``styles`` must
     already be at the size the style targets should come from. The feed-forward time is the median
     of ``repeats`` passes after one warm-up pass; optimization time runs from its first step to each
-    checkpoint. Targets are computed once, before either mode is timed.
+    checkpoint. Targets are computed once, before either mode is timed. ``settings``: how the
+    pixels are optimized (``PixelSettings()`` unless given).
     """
+    settings = settings or PixelSettings()
     if isinstance(styles, torch.Tensor):
         styles = [styles]
     checkpoints = sorted({int(c) for c in checkpoints})
@@ -148,15 +146,15 @@ def run_compare(
     ff_row = Row("feed-forward", None, statistics.median(times), memory.peak_mb, **ff_scores)
 
     # Optimization, checkpointed; the images are scored afterwards so scoring costs no step time.
-    start_image = initial_image(init, content, styles[0], seed)
+    start_image = settings.start(content, styles[0])
     with PeakMemory(device) as memory:
         result = optimize_pixels(
             loss,
             start_image,
             checkpoints[-1],
-            optimizer,
-            lr_decay_every=lr_decay_every,
-            lr_decay_gamma=lr_decay_gamma,
+            settings.optimizer,
+            lr_decay_every=settings.lr_decay_every,
+            lr_decay_gamma=settings.lr_decay_gamma,
             snapshot_at=checkpoints,
             progress=progress,
             description="optimize",
