@@ -10,12 +10,11 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from fast_style.errors import FastStyleError
-from fast_style.images import IMAGE_EXTENSIONS, folder_images
+from fast_style.images import IMAGE_EXTENSIONS, folder_images, load_image
 
 __all__ = ["ImageFolderDataset", "StyleDataModule", "collate_skip_bad", "find_images"]
 
@@ -37,6 +36,9 @@ def find_images(root: str | os.PathLike[str]) -> list[Path]:
 
 class ImageFolderDataset(Dataset):
     """Images below a folder, resized (short side) and cropped to ``image_size`` squares in [0, 1].
+
+    Files are read like every other input (``load_image``): EXIF orientation applied, 16-bit
+    images scaled to 8 bits.
 
     An unreadable file yields its index instead of an image, so one bad JPEG in COCO does not end
     a long run; ``collate_skip_bad`` drops it and reports it to the training loop, which counts it.
@@ -61,9 +63,7 @@ class ImageFolderDataset(Dataset):
     def __getitem__(self, index: int) -> torch.Tensor | int:
         path = self.files[index]
         try:
-            with Image.open(path) as img:
-                img.load()
-                rgb = img.convert("RGB")
+            rgb = load_image(path)
         except Exception as exc:  # truncated, corrupt, unsupported: skip and count
             log.warning("skipping unreadable image %s (%s)", path, exc)
             return index

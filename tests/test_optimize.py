@@ -319,6 +319,19 @@ def test_presets_compose_the_classic_settings():
     assert gatys_adam.optimizer._target_ == "torch.optim.Adam"
 
 
+def test_adam_for_pixels_uses_the_fused_kernel_only_on_cuda():
+    from hydra import compose, initialize_config_dir
+
+    from fast_style.cli.pixel_inputs import pixel_optimizer_settings
+
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose("optimize", overrides=["optimizer=adam", "device=cpu"])
+    assert cfg.optimizer.fused == "auto"
+    adam = pixel_optimizer_settings(cfg).optimizer([torch.zeros(3, requires_grad=True)])
+    assert isinstance(adam, torch.optim.Adam)
+    assert adam.param_groups[0]["fused"] is None  # Adam's own default, not the truthy string "auto"
+
+
 def test_cli_gatys_preset_runs_on_vgg19(tmp_path, style_path):
     out = tmp_path / "gatys.png"
     code = run_cli(

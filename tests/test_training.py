@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from fast_style.cli.main import main
@@ -149,6 +151,19 @@ def test_too_many_corrupt_images_stop_training(tmp_path, image_folder, style_pat
     assert code == 1  # found during the work
     err = capsys.readouterr().err
     assert "training images are unreadable" in err and "data.max_bad_fraction=0.2" in err
+
+
+def test_sixteen_bit_training_photos_are_scaled_not_clipped(tmp_path):
+    from fast_style.data import ImageFolderDataset
+
+    ramp = np.tile(np.linspace(0, 65535, 64), (48, 1)).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "deep.tif")
+    with Image.open(tmp_path / "deep.tif") as check:
+        assert check.mode == "I;16"
+    image = ImageFolderDataset([tmp_path / "deep.tif"], 48, random_crop=False)[0]
+    assert isinstance(image, torch.Tensor) and image.shape == (3, 48, 48)
+    # Pillow's own conversion to RGB saturates 16-bit values at 255: a mean near 1.
+    assert abs(image.mean().item() - 0.5) < 0.05
 
 
 def test_non_finite_loss_stops_with_a_clear_error(tmp_path, image_folder, style_path, capsys):

@@ -41,11 +41,17 @@ def pixel_optimizer_settings(cfg: DictConfig) -> PixelSettings:
     """The optimizer, learning-rate decay, start and seed of an ``optimize`` or ``compare`` config."""
     from hydra.utils import instantiate
 
+    from fast_style.devices import resolve_device
     from fast_style.optimize import PixelSettings
 
+    options = {}
+    if str(cfg.optimizer.get("fused")).lower() == "auto":
+        # As in training: the fused kernel on CUDA; None elsewhere, since fused=False would also
+        # switch off Adam's default foreach kernels (and "auto" itself would read as true).
+        options["fused"] = True if resolve_device(cfg.device).type == "cuda" else None
     lr_decay = cfg.get("lr_decay") or {}
     return PixelSettings(
-        optimizer=instantiate(cfg.optimizer),
+        optimizer=instantiate(cfg.optimizer, **options),
         lr_decay_every=lr_decay.get("every"),
         lr_decay_gamma=float(lr_decay.get("gamma", 0.5)),
         init=cfg.init,

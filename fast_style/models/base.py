@@ -130,5 +130,7 @@ class ResidualTransformNetwork(TransformNetwork):
         """Pixels of context on each side that one output pixel depends on (tiling margin)."""
         # A k x k convolution at 1/s of the input resolution reaches (k // 2) * s input pixels:
         # the first conv at 1x, the stride-2 3x3s reading 1x (1) and 2x (2), two 3x3s per residual
-        # block at 4x (8), the decoder's 3x3s at 2x (2) and 1x (1), the last conv at 1x.
-        return self.first_kernel // 2 + 1 + 2 + 8 * self.num_residual + 2 + 1 + self.last_kernel // 2
+        # block at 4x (8), the decoder's 3x3s at 2x (2) and 1x (1), the last conv at 1x. Where a
+        # pixel falls on the stride-4 grid adds up to 3 more on one side.
+        convs = self.first_kernel // 2 + 1 + 2 + 8 * self.num_residual + 2 + 1 + self.last_kernel // 2
+        return convs + self.multiple - 1
