@@ -219,6 +219,7 @@ def test_multiscale_returns_the_requested_size_and_scales_the_style(content, sty
     assert [h["scale"] for h in result.history] == [0] * 3 + [1] * 2 + [2] * 2
     assert [h["step"] for h in result.history] == list(range(7))
     assert result.steps == 6
+    assert sorted(result.snapshots) == [0, 3, 6]
     assert all(s.shape == big.shape for s in result.snapshots.values())
     with pytest.raises(FastStyleError, match="coarsest"):
         optimize_image(loss, big, style, steps=1, scales=4)

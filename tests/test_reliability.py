@@ -278,6 +278,7 @@ def test_crafted_checkpoint_is_refused_before_building(tmp_path, capsys, monkeyp
 
 
 # -- 4. run folders -----------------------------------------------------------------------------------------
+@pytest.mark.slow  # two trainings
 def test_a_second_train_into_a_run_folder_is_refused(tmp_path, image_folder, style_path, capsys):
     run = tmp_path / "run"
     assert train(run, image_folder, style_path, "trainer.max_steps=2") == 0
@@ -378,6 +379,7 @@ def test_malicious_loss_weights_are_one_clean_line(tmp_path, pickle_payload, pho
     assert "\x1b" not in line and "two options" not in line and not marker.exists()
 
 
+@pytest.mark.slow  # two trainings
 def test_resume_last_falls_back_to_the_newest_step_checkpoint(tmp_path, image_folder, style_path):
     run = tmp_path / "run"
     steps = "callbacks.model_checkpoint.every_n_train_steps=2"

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
+from omegaconf import OmegaConf
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -77,6 +80,7 @@ def test_train_writes_checkpoint_scalars_and_images(tmp_path, image_folder, styl
     assert (run / ".hydra" / "config.yaml").is_file()
 
 
+@pytest.mark.slow  # two trainings
 def test_resume_from_last_continues_step_count_and_logging(tmp_path, image_folder, style_path):
     run = tmp_path / "run"
     assert train(run, image_folder, style_path, "trainer.max_steps=2") == 0
@@ -171,6 +175,53 @@ def test_non_finite_loss_stops_with_a_clear_error(tmp_path, image_folder, style_
     assert code == 1  # found during the work
     err = capsys.readouterr().err
     assert "non-finite loss at step 0" in err and "Traceback" not in err
+
+
+def _readme_training_table() -> list[tuple[str, str]]:
+    """``(key, default)`` for each key in the README's training table (``a / b`` cells split)."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = text.split("\n## Training\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    pairs = []
+    for row in rows:
+        key_cell, default_cell = (cell.strip() for cell in row.strip("|").split("|")[:2])
+        keys = [k.strip().strip("`") for k in key_cell.split(" / ")]
+        defaults = [d.strip() for d in default_cell.split(" / ")]
+        assert len(keys) == len(defaults), row
+        pairs += list(zip(keys, defaults, strict=True))
+    return pairs
+
+
+def _documented_value(text: str) -> object:
+    value = yaml.safe_load(text.strip("`"))
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return float(value)  # YAML 1.1 reads 1e-3 as a string
+    return value
+
+
+def test_readme_training_table_matches_the_config():
+    from hydra import compose, initialize_config_dir
+
+    from fast_style.cli.hydra_app import config_dir
+
+    documented = _readme_training_table()
+    assert len(documented) > 20, documented
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose("train", return_hydra_config=True)
+    choices = cfg.hydra.runtime.choices
+    for key, default in documented:
+        if key in choices or key == "experiment":  # a config group: the default is its choice
+            assert str(choices.get(key)) == ("None" if default == "none" else default.strip("`")), key
+        elif default == "required":
+            assert OmegaConf.is_missing(cfg, key), key
+        elif key == "hydra.run.dir":
+            assert cfg.hydra.run.dir.startswith(default.strip("`").split("<")[0]), key
+        else:
+            value = OmegaConf.select(cfg, key, default=KeyError)
+            assert value is not KeyError, f"{key} is documented but not in the config"
+            value = OmegaConf.to_object(value) if OmegaConf.is_config(value) else value
+            assert value == pytest.approx(_documented_value(default)), key
 
 
 def test_documented_override_keys_exist():
