@@ -103,7 +103,7 @@ def test_upsample_conv_in_bands_of_rows_is_the_same(monkeypatch: pytest.MonkeyPa
 
 
 @pytest.mark.slow
-def test_upsample_conv_trains_under_torch_compile(one_thread):
+def test_upsample_conv_trains_under_torch_compile():
     """Inductor once failed on the backward of replicate padding fed by a convolution's gradient."""
     from fast_style.models.layers import UpsampleConvLayer
 
@@ -142,7 +142,7 @@ def test_recorded_norm_statistics_reproduce_the_whole_image(cls):
 
 @pytest.mark.parametrize("cls", [TransformerNet, FastTransformerNet])
 @pytest.mark.parametrize("num_residual", [0, 2])
-def test_receptive_radius_is_the_context_one_output_pixel_reads(cls, num_residual, one_thread):
+def test_receptive_radius_is_the_context_one_output_pixel_reads(cls, num_residual):
     """Tiles keep this margin: an output pixel that read further would differ between tiles."""
     torch.manual_seed(0)
     net = cls(channels=(8, 16, 16), num_residual=num_residual).eval()

@@ -81,7 +81,7 @@ def thin_style(tmp_path: Path) -> Path:
 
 # -- 1. tiny and thin images ---------------------------------------------------------------------------
 @pytest.mark.parametrize("backend", ["torch", "onnxruntime", "tiled"])
-def test_tiny_and_thin_photos_are_stylized_on_every_path(tmp_path, tiny_model, backend, capsys, one_thread):
+def test_tiny_and_thin_photos_are_stylized_on_every_path(tmp_path, tiny_model, backend, capsys):
     sizes = [(1, 1), (4, 4), (3, 90), (90, 2), (5, 7)]
     inputs = []
     for i, size in enumerate(sizes):
@@ -278,7 +278,6 @@ def test_crafted_checkpoint_is_refused_before_building(tmp_path, capsys, monkeyp
 
 
 # -- 4. run folders -----------------------------------------------------------------------------------------
-@pytest.mark.slow  # two trainings
 def test_a_second_train_into_a_run_folder_is_refused(tmp_path, image_folder, style_path, capsys):
     run = tmp_path / "run"
     assert train(run, image_folder, style_path, "trainer.max_steps=2") == 0
@@ -379,7 +378,6 @@ def test_malicious_loss_weights_are_one_clean_line(tmp_path, pickle_payload, pho
     assert "\x1b" not in line and "two options" not in line and not marker.exists()
 
 
-@pytest.mark.slow  # two trainings
 def test_resume_last_falls_back_to_the_newest_step_checkpoint(tmp_path, image_folder, style_path):
     run = tmp_path / "run"
     steps = "callbacks.model_checkpoint.every_n_train_steps=2"

@@ -24,9 +24,6 @@ from fast_style.inference import Stylizer
 ROOT = Path(__file__).resolve().parents[1]
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
 def photo(
     path: Path, size: tuple[int, int] = (48, 40), seed: int = 0, mode: str = "RGB", **save: object
 ) -> Path:

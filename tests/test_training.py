@@ -80,7 +80,6 @@ def test_train_writes_checkpoint_scalars_and_images(tmp_path, image_folder, styl
     assert (run / ".hydra" / "config.yaml").is_file()
 
 
-@pytest.mark.slow  # two trainings
 def test_resume_from_last_continues_step_count_and_logging(tmp_path, image_folder, style_path):
     run = tmp_path / "run"
     assert train(run, image_folder, style_path, "trainer.max_steps=2") == 0
