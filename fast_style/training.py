@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 # The frozen loss network is in eval mode on purpose.
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode", category=UserWarning)
 
-_Destination = TypeVar("_Destination", bound=dict[str, Any])
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
 
@@ -201,6 +200,9 @@ class CompileOrEager:
             return self.module(*args, **kwargs)
         self._checked = True
         return out
+
+
+_Destination = TypeVar("_Destination", bound=dict[str, Any])  # state_dict's destination
 
 
 class StyleTransferModule(pl.LightningModule):

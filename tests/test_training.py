@@ -157,12 +157,14 @@ def test_too_many_corrupt_images_stop_training(tmp_path, image_folder, style_pat
 
 
 def test_sixteen_bit_training_photos_are_scaled_not_clipped(tmp_path):
-    from fast_style.data import ImageFolderDataset
+    from fast_style.data import ImageFolderDataset, find_images
 
     ramp = np.tile(np.linspace(0, 65535, 64), (48, 1)).astype(np.uint16)
     Image.fromarray(ramp).save(tmp_path / "deep.tif")
+    Image.fromarray(ramp).save(tmp_path / "deeper.TIFF")
     with Image.open(tmp_path / "deep.tif") as check:
         assert check.mode == "I;16"
+    assert find_images(tmp_path) == [tmp_path / "deep.tif", tmp_path / "deeper.TIFF"]  # as documented
     image = ImageFolderDataset([tmp_path / "deep.tif"], 48, random_crop=False)[0]
     assert isinstance(image, torch.Tensor) and image.shape == (3, 48, 48)
     # Pillow's own conversion to RGB saturates 16-bit values at 255: a mean near 1.
@@ -223,7 +225,7 @@ def test_readme_training_table_matches_the_config():
             assert value == pytest.approx(_documented_value(default)), key
 
 
-def test_documented_override_keys_exist():
+def test_override_keys_compose_with_each_experiment():
     from hydra import compose, initialize_config_dir
 
     from fast_style.cli.hydra_app import config_dir
