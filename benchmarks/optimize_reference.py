@@ -236,7 +236,7 @@ def main() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         loss = instantiate(cfg.loss).to(device)
-    ours_optimizer = CountingOptimizer(pixel_optimizer_settings(cfg)["optimizer"])
+    ours_optimizer = CountingOptimizer(pixel_optimizer_settings(cfg).optimizer)
     reference_optimizer = CountingOptimizer(instantiate(cfg.pixel_optimizer))
 
     weights = str(cfg.loss.weights)

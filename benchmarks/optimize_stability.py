@@ -45,6 +45,8 @@ def rise(values: Sequence[float]) -> float:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run every photo with every style and print the table; exit 1 if any checkpoint rise exceeds 2%."""
+    from fast_style.optimize import PixelSettings
+
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -87,7 +89,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             style = load_image_tensor(style_path, round(float(cfg.style_scale) * max(content.shape[-2:])))
             optimizer = instantiate(cfg.pixel_optimizer)
             result = optimize_image(
-                loss, content, style, steps=checkpoints[-1], optimizer=optimizer, init=cfg.init, seed=cfg.seed
+                loss,
+                content,
+                style,
+                steps=checkpoints[-1],
+                settings=PixelSettings(optimizer, init=cfg.init, seed=cfg.seed),
             )
             totals = {int(h["step"]): h["total"] for h in result.history}
             at = [totals[s] for s in checkpoints if s in totals]

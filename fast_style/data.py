@@ -6,15 +6,15 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from fast_style.errors import FastStyleError
-from fast_style.images import IMAGE_EXTENSIONS, folder_images
+from fast_style.images import IMAGE_EXTENSIONS, folder_images, load_image
 
 __all__ = ["ImageFolderDataset", "StyleDataModule", "collate_skip_bad", "find_images"]
 
@@ -37,6 +37,9 @@ def find_images(root: str | os.PathLike[str]) -> list[Path]:
 class ImageFolderDataset(Dataset):
     """Images below a folder, resized (short side to ``resize_size``, default ``image_size``) and
     cropped to ``image_size`` squares in [0, 1].
+
+    Files are read like every other input (``load_image``): EXIF orientation applied, 16-bit
+    images scaled to 8 bits.
 
     An unreadable file yields its index instead of an image, so one bad JPEG in COCO does not end
     a long run; ``collate_skip_bad`` drops it and reports it to the training loop, which counts it.
@@ -69,9 +72,7 @@ class ImageFolderDataset(Dataset):
     def __getitem__(self, index: int) -> torch.Tensor | int:
         path = self.files[index]
         try:
-            with Image.open(path) as img:
-                img.load()
-                rgb = img.convert("RGB")
+            rgb = load_image(path)
         except Exception as exc:  # truncated, corrupt, unsupported: skip and count
             log.warning("skipping unreadable image %s (%s)", path, exc)
             return index
@@ -114,26 +115,23 @@ class StyleDataModule(pl.LightningDataModule):
         self.root = root
         self.image_size = image_size
         self.resize_size = resize_size
-        self.batch_size = batch_size
-        self.num_workers = num_workers
         self.num_sample_images = num_sample_images
         self.max_bad_fraction = max_bad_fraction
-        self.pin_memory = pin_memory
-        self.persistent_workers = persistent_workers
         self.files = find_images(root)
         self.train_set = ImageFolderDataset(self.files, image_size, random_crop=True, resize_size=resize_size)
+        self.loader_options: dict[str, Any] = {
+            "batch_size": batch_size,
+            "shuffle": True,
+            "num_workers": num_workers,
+            "collate_fn": collate_skip_bad,
+            "pin_memory": pin_memory,
+            "persistent_workers": persistent_workers and num_workers > 0,
+            "drop_last": len(self.train_set) >= batch_size,
+        }
+        """What ``train_dataloader`` passes to the ``DataLoader`` besides the dataset."""
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(
-            self.train_set,
-            batch_size=self.batch_size,
-            shuffle=True,
-            num_workers=self.num_workers,
-            collate_fn=collate_skip_bad,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers and self.num_workers > 0,
-            drop_last=len(self.train_set) >= self.batch_size,
-        )
+        return DataLoader(self.train_set, **self.loader_options)
 
     def sample_images(self) -> torch.Tensor:
         """The first readable ``num_sample_images`` images, center-cropped: the same every call."""

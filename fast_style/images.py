@@ -54,7 +54,7 @@ def _read(source: Path | BinaryIO, label: str, limit: int, formats: Sequence[str
         with warnings.catch_warnings():
             # Our own limit replaces Pillow's warning threshold; its hard limit still applies.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(source, formats=formats) as img:
+            with Image.open(source, formats=None if formats is None else tuple(formats)) as img:
                 if img.width * img.height > limit:
                     raise _too_large(label, limit, f"{img.width}x{img.height}")
                 img.load()

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch.nn import functional as F
@@ -38,8 +39,10 @@ __all__ = [
     "OPTIMIZERS",
     "OptimizeResult",
     "OptimizerFactory",
+    "PixelSettings",
     "StepCallback",
     "TensorBoardMonitor",
+    "check_init",
     "initial_image",
     "optimize_image",
     "optimize_pixels",
@@ -112,7 +115,7 @@ def _optimizer_factory(optimizer: str | OptimizerFactory) -> OptimizerFactory:
         ) from None
 
 
-def resize_to(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def resize_to(images: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """Bilinear resize of ``(B, 3, H, W)`` to ``size = (H', W')``, antialiased when shrinking."""
     if tuple(images.shape[-2:]) == tuple(size):
         return images
@@ -144,6 +147,36 @@ def scale_sizes(height: int, width: int, scales: int) -> list[tuple[int, int]]:
     return sizes
 
 
+@dataclass(frozen=True)
+class PixelSettings:
+    """How the pixels are optimized, for ``optimize_image`` and ``run_compare``.
+
+    ``optimizer`` is a name in ``OPTIMIZERS`` or a factory ``params -> Optimizer``; with
+    ``lr_decay_every`` the learning rate is multiplied by ``lr_decay_gamma`` every that many steps.
+    The run starts from ``init``, one of ``INITS``; ``seed`` draws the noise (``None``: at random).
+    """
+
+    optimizer: str | OptimizerFactory = "lbfgs"
+    lr_decay_every: int | None = None
+    lr_decay_gamma: float = 0.5
+    init: str = "content"
+    seed: int | None = 0
+
+    def __post_init__(self) -> None:
+        check_init(self.init)
+        _optimizer_factory(self.optimizer)  # an unknown name fails here, before any work
+
+    def start(self, content: torch.Tensor, style: torch.Tensor | None = None) -> torch.Tensor:
+        """The image the run starts from, for ``content`` (and ``style``, for ``init="style"``)."""
+        return initial_image(self.init, content, style, self.seed)
+
+
+def check_init(init: str) -> None:
+    """Refuse a starting image that is not one of ``INITS``."""
+    if init not in INITS:
+        raise FastStyleError(f"unknown init {init!r}; choose one of {', '.join(INITS)}")
+
+
 def initial_image(
     init: str,
     content: torch.Tensor,
@@ -166,8 +199,9 @@ def initial_image(
         if style is None:
             raise FastStyleError("init=style needs a style image")
         # Stretched to the content's shape: the start only has to carry the style's colours and marks.
-        return resize_to(style.detach().to(content.device, content.dtype), tuple(content.shape[-2:])).clone()
-    raise FastStyleError(f"unknown init {init!r}; choose one of {', '.join(INITS)}")
+        return resize_to(style.detach().to(content.device, content.dtype), content.shape[-2:]).clone()
+    check_init(init)
+    raise AssertionError(f"init {init!r} is in INITS but has no starting image")
 
 
 def optimize_pixels(
@@ -227,7 +261,7 @@ def optimize_pixels(
         clamped = pixels.detach().clamp(0, 1)
         for point, grad, terms in recent:
             if (grad is not None or not with_grad) and torch.equal(point, clamped):
-                if with_grad:
+                if grad is not None and with_grad:
                     pixels.grad = grad.clone()
                 return terms
         opt.zero_grad(set_to_none=True)
@@ -236,8 +270,8 @@ def optimize_pixels(
             terms = loss(pixels.clamp(0, 1))
         grad = None
         if with_grad and torch.isfinite(terms["total"]):
-            terms["total"].backward()
-            grad = pixels.grad.detach().clone()
+            (grad,) = torch.autograd.grad(terms["total"], pixels)
+            pixels.grad = grad.clone()
         terms = {k: v.detach() for k, v in terms.items()}
         recent.append((clamped, grad, terms))
         return terms
@@ -262,7 +296,8 @@ def optimize_pixels(
         for step in range(steps):
             current.clear()
             before = pixels.detach().clone()
-            opt.step(closure)
+            # torch annotates the closure as returning a float; L-BFGS and Adam take the loss tensor.
+            opt.step(cast("Callable[[], float]", closure))
             with torch.no_grad():
                 pixels.clamp_(0, 1)
             if torch.equal(before, pixels.detach()):
@@ -311,11 +346,7 @@ def optimize_image(
     *,
     blend: Sequence[float] | None = None,
     steps: int = 300,
-    optimizer: str | OptimizerFactory = "lbfgs",
-    lr_decay_every: int | None = None,
-    lr_decay_gamma: float = 0.5,
-    init: str = "content",
-    seed: int | None = 0,
+    settings: PixelSettings | None = None,
     style_scale: float = 1.0,
     scales: int = 1,
     scale_steps: Sequence[int] | None = None,
@@ -331,8 +362,10 @@ def optimize_image(
     With ``scales > 1`` the image is first optimized at ``1/2**(scales-1)`` of its size, then
     upsampled to start the next scale. ``steps`` (or ``scale_steps``, one per scale) counts steps per
     scale; ``snapshot_at`` and ``history`` count steps over all scales. ``preserve_color`` optimizes
-    luminance only and puts the content's colours back at the end.
+    luminance only and puts the content's colours back at the end. ``settings``: the defaults of
+    ``PixelSettings`` (L-BFGS from the content) unless given.
     """
+    settings = settings or PixelSettings()
     if isinstance(styles, torch.Tensor):
         styles = [styles]
     styles = [s if s.dim() == 4 else s.unsqueeze(0) for s in styles]
@@ -340,8 +373,6 @@ def optimize_image(
         raise FastStyleError("at least one style image is needed")
     if content.dim() == 3:
         content = content.unsqueeze(0)
-    if init not in INITS:
-        raise FastStyleError(f"unknown init {init!r}; choose one of {', '.join(INITS)}")
     if style_scale <= 0:
         raise FastStyleError(f"style_scale must be positive, got {style_scale}")
     height, width = content.shape[-2:]
@@ -379,7 +410,7 @@ def optimize_image(
         loss.set_style_image(level_styles, blend)
         loss.set_content_image(level_content)
         if image is None:
-            image = initial_image(init, level_content, start_style, seed)
+            image = settings.start(level_content, start_style)
         else:
             image = resize_to(image, size)
 
@@ -395,9 +426,9 @@ def optimize_image(
             loss,
             image,
             level_steps,
-            optimizer,
-            lr_decay_every=lr_decay_every,
-            lr_decay_gamma=lr_decay_gamma,
+            settings.optimizer,
+            lr_decay_every=settings.lr_decay_every,
+            lr_decay_gamma=settings.lr_decay_gamma,
             snapshot_at=local,
             callback=shifted if callback is not None else None,
             progress=progress,
@@ -417,6 +448,7 @@ def optimize_image(
             total.error = part.error if scales == 1 else f"at scale {level + 1}/{scales}: {part.error}"
             break
     total.steps = offset
+    assert image is not None  # scale_sizes gives at least one scale
     total.image = finish(image)
     return total
 

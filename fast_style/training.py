@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar, overload
 
 import pytorch_lightning as pl
 import torch
@@ -83,6 +83,9 @@ class CompileOrEager:
             return self.module(*args, **kwargs)
         self._checked = True
         return out
+
+
+_Destination = TypeVar("_Destination", bound=dict[str, Any])  # state_dict's destination
 
 
 class StyleTransferModule(pl.LightningModule):
@@ -218,7 +221,16 @@ class StyleTransferModule(pl.LightningModule):
         logger.experiment.add_image("samples/content_stylized", grid, global_step=self.global_step)
 
     # -- checkpoints: the transform network only -------------------------------------------------
+    @overload
+    def state_dict(
+        self, *, destination: _Destination, prefix: str = ..., keep_vars: bool = ...
+    ) -> _Destination: ...
+
+    @overload
+    def state_dict(self, *, prefix: str = ..., keep_vars: bool = ...) -> dict[str, Any]: ...
+
     def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """The module's state without the frozen loss network, which every run rebuilds from its config."""
         state = super().state_dict(*args, **kwargs)
         for key in [k for k in state if k.startswith("loss_fn.")]:
             del state[key]

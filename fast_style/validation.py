@@ -13,7 +13,14 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from fast_style.errors import FastStyleError
 
-__all__ = ["Rule", "check_image_sides", "loss_min_side", "validate_config", "warn_if_poor_style"]
+__all__ = [
+    "Rule",
+    "check_image_sides",
+    "config_dict",
+    "loss_min_side",
+    "validate_config",
+    "warn_if_poor_style",
+]
 
 log = logging.getLogger("fast_style")
 
@@ -24,6 +31,14 @@ def _is_int(value: Any) -> bool:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def config_dict(cfg: DictConfig) -> dict[str, Any]:
+    """``cfg`` resolved into plain Python values: a dict with string keys, lists and scalars inside."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    if not isinstance(container, dict):
+        raise TypeError(f"expected a mapping config, got {type(container).__name__}")
+    return {str(key): value for key, value in container.items()}
 
 
 @dataclass(frozen=True)
@@ -121,9 +136,9 @@ def validate_config(cfg: DictConfig, command: str) -> None:
 
     Missing required values (``???``) are named too. Keys a config does not have are skipped.
     """
-    for key in cfg:
-        if key != "hydra" and OmegaConf.is_missing(cfg, str(key)):
-            raise FastStyleError(f"missing {key}: pass {key}=...")
+    for name in map(str, cfg):
+        if name != "hydra" and OmegaConf.is_missing(cfg, name):
+            raise FastStyleError(f"missing {name}: pass {name}=...")
     for rule in RULES.get(command, []):
         try:
             value = OmegaConf.select(cfg, rule.key, default=_ABSENT, throw_on_missing=False)

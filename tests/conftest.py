@@ -143,9 +143,10 @@ def pickle_payload(tmp_path: Path) -> tuple[Path, Path]:
     return payload, marker
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def one_thread():
-    """Tiny networks run faster on one thread, and leave the other core to the rest of the suite."""
+    """Every test on one torch thread: tiny networks run faster so, and on a machine whose other core
+    is busy, two threads spin-waiting on each other made real-weight training ten times slower."""
     import torch
 
     threads = torch.get_num_threads()

@@ -7,7 +7,7 @@ import pytest
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
-def test_train_step_benchmark_prints_every_case_and_the_projection(capsys, one_thread):
+def test_train_step_benchmark_prints_every_case_and_the_projection(capsys):
     from benchmarks.train_step import main
 
     main(

@@ -15,8 +15,6 @@ from fast_style.export import load_training_checkpoint
 from fast_style.inference import Stylizer, read_metadata
 from fast_style.models import TransformerNet
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 def test_round_trip_equals_in_memory_network(
     tiny_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -103,7 +103,7 @@ def test_upsample_conv_in_bands_of_rows_is_the_same(monkeypatch: pytest.MonkeyPa
 
 
 @pytest.mark.slow
-def test_upsample_conv_trains_under_torch_compile(one_thread):
+def test_upsample_conv_trains_under_torch_compile():
     """Inductor once failed on the backward of replicate padding fed by a convolution's gradient."""
     from fast_style.models.layers import UpsampleConvLayer
 
@@ -138,6 +138,26 @@ def test_recorded_norm_statistics_reproduce_the_whole_image(cls):
     inside = 48 - net.receptive_radius()  # rows that see no edge of the tile
     assert torch.allclose(top[..., :inside, :], whole[..., :inside, :], atol=1e-5)
     assert all(norm.statistics is None and not norm.recording for norm in net.instance_norms())
+
+
+@pytest.mark.parametrize("cls", [TransformerNet, FastTransformerNet])
+@pytest.mark.parametrize("num_residual", [0, 2])
+def test_receptive_radius_is_the_context_one_output_pixel_reads(cls, num_residual):
+    """Tiles keep this margin: an output pixel that read further would differ between tiles."""
+    torch.manual_seed(0)
+    net = cls(channels=(8, 16, 16), num_residual=num_residual).eval()
+    reach = 0
+    for _ in range(3):  # a few images, so no dead ReLU hides a path
+        x = torch.rand(1, 3, 128, 128)
+        stats = net.record_norm_statistics(x)  # fixed statistics, else every pixel reads the whole image
+        for c in range(60, 64):  # the four positions on the stride-4 grid
+            xi = x.clone().requires_grad_(True)
+            with net.shared_norm_statistics(stats):
+                net.forward_aligned(xi)[0, :, c, c].sum().backward()
+            rows = torch.nonzero(xi.grad.abs().sum((0, 1, 3))).flatten()
+            if rows.numel():  # all ReLUs around the pixel closed: nothing to measure
+                reach = max(reach, c - int(rows.min()), int(rows.max()) - c)
+    assert reach == net.receptive_radius()
 
 
 def test_instance_norm_matches_torch_and_loads_its_state_dict():

@@ -17,7 +17,14 @@ from fast_style.compare import evaluate_image
 from fast_style.errors import FastStyleError
 from fast_style.images import image_to_tensor
 from fast_style.losses import PerceptualLoss, total_variation
-from fast_style.optimize import initial_image, optimize_image, optimize_pixels, resize_to, scale_sizes
+from fast_style.optimize import (
+    PixelSettings,
+    initial_image,
+    optimize_image,
+    optimize_pixels,
+    resize_to,
+    scale_sizes,
+)
 from tests.conftest import CONTENT, STYLES, VGG16_BN_OFFLINE, random_image, require
 from tests.tiny import TinyEncoder, image, tiny_loss
 
@@ -67,7 +74,9 @@ def test_the_shared_evaluation_gives_the_numbers_the_optimizer_minimises(content
 @pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
 def test_each_optimizer_lowers_the_total_loss(optimizer, content, style):
     loss = tiny_loss(tv_weight=0.1)
-    result = optimize_image(loss, content, style, steps=20, optimizer=optimizer, init="noise", seed=3)
+    result = optimize_image(
+        loss, content, style, steps=20, settings=PixelSettings(optimizer, init="noise", seed=3)
+    )
     first, last = result.history[0]["total"], result.history[-1]["total"]
     assert result.error is None
     assert [h["step"] for h in result.history] == list(range(21))
@@ -80,7 +89,7 @@ def test_each_optimizer_lowers_the_total_loss(optimizer, content, style):
 @pytest.mark.parametrize("style_weight", [100.0, 1e4])
 def test_default_lbfgs_never_raises_the_loss_and_evaluates_once_a_step(content, style, style_weight):
     loss = tiny_loss(style_weight=style_weight, tv_weight=0.1)
-    result = optimize_image(loss, content, style, steps=60, init="noise", seed=3)
+    result = optimize_image(loss, content, style, steps=60, settings=PixelSettings(init="noise", seed=3))
     totals = [h["total"] for h in result.history]
     rises = [(i, a, b) for i, (a, b) in enumerate(itertools.pairwise(totals)) if b > a * (1 + 1e-6)]
     assert not rises, rises
@@ -96,7 +105,9 @@ def test_blind_lbfgs_steps_can_raise_the_loss_where_the_default_does_not(content
         torch.optim.LBFGS, lr=1.0, max_iter=1, history_size=100, tolerance_grad=0.0, tolerance_change=0.0
     )
     loss = tiny_loss(style_weight=1e4, tv_weight=0.1)
-    result = optimize_image(loss, content, style, steps=60, optimizer=blind, init="noise", seed=3)
+    result = optimize_image(
+        loss, content, style, steps=60, settings=PixelSettings(blind, init="noise", seed=3)
+    )
     totals = [h["total"] for h in result.history]
     assert any(b > a * (1 + 1e-6) for a, b in itertools.pairwise(totals))  # what the line search prevents
 
@@ -115,7 +126,9 @@ def test_stop_at_total_ends_the_run_once_the_total_is_reached(content, style):
 def test_pixels_stay_in_range_even_with_a_large_step(content, style):
     loss = tiny_loss()
     adam = lambda params: torch.optim.Adam(params, lr=0.8)  # noqa: E731
-    result = optimize_image(loss, content, style, steps=6, optimizer=adam, snapshot_at=[1, 3, 6])
+    result = optimize_image(
+        loss, content, style, steps=6, settings=PixelSettings(adam), snapshot_at=[1, 3, 6]
+    )
     for snap in [result.image, *result.snapshots.values()]:
         assert snap.min().item() >= 0.0 and snap.max().item() <= 1.0
     assert sorted(result.snapshots) == [1, 3, 6]
@@ -140,15 +153,15 @@ def test_lr_decay_lowers_the_learning_rate(content, style):
 # -- where the optimization starts ---------------------------------------------------------------
 def test_init_variants_start_where_they_say(content, style):
     loss = tiny_loss()
-    from_content = optimize_image(loss, content, style, steps=0, init="content")
+    from_content = optimize_image(loss, content, style, steps=0, settings=PixelSettings(init="content"))
     assert torch.equal(from_content.image, content)
 
-    from_style = optimize_image(loss, content, style, steps=0, init="style")
+    from_style = optimize_image(loss, content, style, steps=0, settings=PixelSettings(init="style"))
     assert torch.allclose(from_style.image, resize_to(style, tuple(content.shape[-2:])))
 
-    noise = optimize_image(loss, content, style, steps=0, init="noise", seed=5).image
-    again = optimize_image(loss, content, style, steps=0, init="noise", seed=5).image
-    other = optimize_image(loss, content, style, steps=0, init="noise", seed=6).image
+    noise = optimize_image(loss, content, style, steps=0, settings=PixelSettings(init="noise", seed=5)).image
+    again = optimize_image(loss, content, style, steps=0, settings=PixelSettings(init="noise", seed=5)).image
+    other = optimize_image(loss, content, style, steps=0, settings=PixelSettings(init="noise", seed=6)).image
     assert torch.equal(noise, again) and not torch.equal(noise, other)
     assert noise.shape == content.shape
     assert noise.min().item() >= 0 and noise.max().item() <= 1
@@ -158,7 +171,10 @@ def test_init_variants_start_where_they_say(content, style):
     assert from_content.history[0]["content"] == 0.0
     assert (
         from_style.history[0]["content"] > 0
-        and optimize_image(loss, content, style, steps=0, init="noise").history[0]["content"] > 0
+        and optimize_image(loss, content, style, steps=0, settings=PixelSettings(init="noise")).history[0][
+            "content"
+        ]
+        > 0
     )
 
 
@@ -201,6 +217,7 @@ def test_multiscale_returns_the_requested_size_and_scales_the_style(content, sty
     assert [h["scale"] for h in result.history] == [0] * 3 + [1] * 2 + [2] * 2
     assert [h["step"] for h in result.history] == list(range(7))
     assert result.steps == 6
+    assert sorted(result.snapshots) == [0, 3, 6]
     assert all(s.shape == big.shape for s in result.snapshots.values())
     with pytest.raises(FastStyleError, match="coarsest"):
         optimize_image(loss, big, style, steps=1, scales=4)
@@ -209,7 +226,9 @@ def test_multiscale_returns_the_requested_size_and_scales_the_style(content, sty
 def test_preserve_color_keeps_the_content_colours(content, style):
     x = torch.rand(2, 3, 5, 7)
     assert torch.allclose(yiq_to_rgb(rgb_to_yiq(x)), x, atol=1e-5)
-    result = optimize_image(tiny_loss(), content, style, steps=8, preserve_color=True, init="noise")
+    result = optimize_image(
+        tiny_loss(), content, style, steps=8, preserve_color=True, settings=PixelSettings(init="noise")
+    )
     out_iq = rgb_to_yiq(result.image)[:, 1:]
     in_iq = rgb_to_yiq(content)[:, 1:]
     inside = ((result.image > 0.01) & (result.image < 0.99)).all(dim=1, keepdim=True).expand_as(out_iq)
@@ -235,7 +254,9 @@ class FailingLoss(PerceptualLoss):
 
 def test_a_non_finite_loss_stops_and_keeps_the_last_good_image(content, style):
     loss = FailingLoss(TinyEncoder(), content_layers=["b"], style_layers=["a", "b"], style_weight=100.0)
-    result = optimize_image(loss, content, style, steps=10, optimizer="adam", snapshot_at=[3, 4, 8])
+    result = optimize_image(
+        loss, content, style, steps=10, settings=PixelSettings("adam"), snapshot_at=[3, 4, 8]
+    )
     assert result.error is not None and "non-finite" in result.error and "after 4 steps" in result.error
     assert result.steps == 3
     assert len(result.history) == 4
@@ -405,7 +426,9 @@ def test_hundred_lbfgs_steps_cut_the_style_loss_five_fold():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         loss = instantiate(cfg.loss)
-    result = optimize_image(loss, content, style, steps=100, optimizer=instantiate(cfg.pixel_optimizer))
+    result = optimize_image(
+        loss, content, style, steps=100, settings=PixelSettings(instantiate(cfg.pixel_optimizer))
+    )
     first, last = result.history[0]["style"], result.history[-1]["style"]
     print(f"style loss {first:.4g} -> {last:.4g} ({first / last:.1f}x) in 100 L-BFGS steps at 128 px")
     assert result.error is None

@@ -81,7 +81,7 @@ def thin_style(tmp_path: Path) -> Path:
 
 # -- 1. tiny and thin images ---------------------------------------------------------------------------
 @pytest.mark.parametrize("backend", ["torch", "onnxruntime", "tiled"])
-def test_tiny_and_thin_photos_are_stylized_on_every_path(tmp_path, tiny_model, backend, capsys, one_thread):
+def test_tiny_and_thin_photos_are_stylized_on_every_path(tmp_path, tiny_model, backend, capsys):
     sizes = [(1, 1), (4, 4), (3, 90), (90, 2), (5, 7)]
     inputs = []
     for i, size in enumerate(sizes):

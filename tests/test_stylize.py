@@ -24,9 +24,6 @@ from fast_style.inference import Stylizer
 ROOT = Path(__file__).resolve().parents[1]
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
 def photo(
     path: Path, size: tuple[int, int] = (48, 40), seed: int = 0, mode: str = "RGB", **save: object
 ) -> Path:
@@ -253,7 +250,10 @@ def test_large_image_is_tiled_automatically(
     # Over the limit: tiles, with statistics from a copy at most a quarter of the size.
     stylizer.auto_tile_pixels = 160 * 128 // 4
     tiled = stylizer.stylize_array(pixels).astype(int)
-    assert sizes and all(h * w <= 1024 * 1024 for h, w in sizes)
+    statistics_pass, *tiles = sizes
+    assert statistics_pass[0] * statistics_pass[1] <= 160 * 128 // 4
+    assert tiles == [(128, 160)]  # one default-size tile holds this small image
+    assert stylizer.paths_used["tiled in torch"] == 1
     assert np.abs(tiled - whole).mean() < 12  # statistics from a smaller copy: close, not equal
 
 

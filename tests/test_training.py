@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+import yaml
+from omegaconf import OmegaConf
+from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from fast_style.cli.main import main
@@ -162,6 +167,21 @@ def test_too_many_corrupt_images_stop_training(tmp_path, image_folder, style_pat
     assert "training images are unreadable" in err and "data.max_bad_fraction=0.2" in err
 
 
+def test_sixteen_bit_training_photos_are_scaled_not_clipped(tmp_path):
+    from fast_style.data import ImageFolderDataset, find_images
+
+    ramp = np.tile(np.linspace(0, 65535, 64), (48, 1)).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "deep.tif")
+    Image.fromarray(ramp).save(tmp_path / "deeper.TIFF")
+    with Image.open(tmp_path / "deep.tif") as check:
+        assert check.mode == "I;16"
+    assert find_images(tmp_path) == [tmp_path / "deep.tif", tmp_path / "deeper.TIFF"]  # as documented
+    image = ImageFolderDataset([tmp_path / "deep.tif"], 48, random_crop=False)[0]
+    assert isinstance(image, torch.Tensor) and image.shape == (3, 48, 48)
+    # Pillow's own conversion to RGB saturates 16-bit values at 255: a mean near 1.
+    assert abs(image.mean().item() - 0.5) < 0.05
+
+
 def test_non_finite_loss_stops_with_a_clear_error(tmp_path, image_folder, style_path, capsys):
     code = train(tmp_path / "run", image_folder, style_path, "trainer.max_steps=3", "loss.style_weight=inf")
     assert code == 1  # found during the work
@@ -169,7 +189,51 @@ def test_non_finite_loss_stops_with_a_clear_error(tmp_path, image_folder, style_
     assert "non-finite loss at step 0" in err and "Traceback" not in err
 
 
-def test_documented_override_keys_exist():
+def _readme_training_table() -> list[tuple[str, str]]:
+    """``(key, default)`` for each key in the README's training table (``a / b`` cells split)."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = text.split("\n## Training\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    pairs = []
+    for row in rows:
+        key_cell, default_cell = (cell.strip() for cell in row.strip("|").split("|")[:2])
+        keys = [k.strip().strip("`") for k in key_cell.split(" / ")]
+        defaults = [d.strip() for d in default_cell.split(" / ")]
+        assert len(keys) == len(defaults), row
+        pairs += list(zip(keys, defaults, strict=True))
+    return pairs
+
+
+def _documented_value(text: str) -> object:
+    value = yaml.safe_load(text.strip("`"))
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return float(value)  # YAML 1.1 reads 1e-3 as a string
+    return value
+
+
+def test_readme_training_table_matches_the_config():
+    from fast_style.cli.hydra_app import compose_config
+
+    documented = _readme_training_table()
+    assert len(documented) > 20, documented
+    cfg = compose_config("train", return_hydra_config=True)
+    choices = cfg.hydra.runtime.choices
+    for key, default in documented:
+        if key in choices or key == "experiment":  # a config group: the default is its choice
+            assert str(choices.get(key)) == ("None" if default == "none" else default.strip("`")), key
+        elif default == "required":
+            assert OmegaConf.is_missing(cfg, key), key
+        elif key == "hydra.run.dir":
+            assert cfg.hydra.run.dir.startswith(default.strip("`").split("<")[0]), key
+        else:
+            value = OmegaConf.select(cfg, key, default=KeyError)
+            assert value is not KeyError, f"{key} is documented but not in the config"
+            value = OmegaConf.to_object(value) if OmegaConf.is_config(value) else value
+            assert value == pytest.approx(_documented_value(default)), key
+
+
+def test_override_keys_compose_with_each_experiment():
     from fast_style.cli.hydra_app import compose_config
 
     overrides = [

@@ -8,10 +8,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig
 
 from fast_style.cli.hydra_app import run_hydra_task
-from fast_style.cli.optimize import check_style_sides, load_styles, pixel_optimizer_settings, style_paths
+from fast_style.cli.pixel_inputs import (
+    check_style_sides,
+    load_content,
+    load_styles,
+    one_or_many,
+    pixel_optimizer_settings,
+    style_paths,
+)
 from fast_style.errors import FastStyleError, RunFailed, one_line
 from fast_style.files import check_writable
 
@@ -29,9 +36,8 @@ log = logging.getLogger("fast_style.compare")
 
 def checkpoint_steps(value: Any) -> list[int]:
     """``steps`` as a sorted list of positive step counts: one number or a list of them."""
-    items = list(value) if isinstance(value, (list, tuple, ListConfig)) else [value]
     try:
-        steps = sorted({int(v) for v in items})
+        steps = sorted({int(v) for v in one_or_many(value)})
     except (TypeError, ValueError):
         raise FastStyleError(f"steps must be a positive number or a list of them, got {value}") from None
     if not steps or steps[0] < 1:
@@ -59,9 +65,10 @@ def adopt_model_loss(cfg: DictConfig, recorded: dict[str, Any], overridden: set[
     Returns the differences that remain (settings given on the command line that differ from the
     model's), each as ``key X (model) vs Y (here)``.
     """
-    from omegaconf import OmegaConf, open_dict
+    from omegaconf import open_dict
 
     from fast_style.trained_loss import LOSS_KEYS, differences, weights_mismatch
+    from fast_style.validation import config_dict
 
     with open_dict(cfg):
         for key in LOSS_KEYS:
@@ -70,9 +77,7 @@ def adopt_model_loss(cfg: DictConfig, recorded: dict[str, Any], overridden: set[
         kind = str(recorded.get("weights", "")).lower()
         if "weights" not in overridden and kind in ("imagenet", "none"):
             cfg.loss.weights = kind
-    current = OmegaConf.to_container(cfg.loss, resolve=True)
-    assert isinstance(current, dict)
-    found = differences(recorded, current)
+    found = differences(recorded, config_dict(cfg.loss))
     if kind == "file" and "weights" not in overridden:
         raise FastStyleError(
             f"the model was trained with the loss-network weights file {recorded.get('weights_file', '?')} "
@@ -92,29 +97,17 @@ def compare(cfg: DictConfig) -> Path:
     from fast_style.auto_settings import resolve_auto_settings
     from fast_style.compare import markdown_table, run_compare, write_outputs
     from fast_style.devices import resolve_device
-    from fast_style.images import load_image_tensor
     from fast_style.inference import Stylizer
-    from fast_style.optimize import INITS, MIN_SIDE
     from fast_style.trained_loss import recorded_loss
-    from fast_style.validation import check_image_sides
 
     # Cheap checks first: files, settings and the model, before the loss network loads.
     resolve_auto_settings(cfg)
     out_dir = check_output_dir(Path(cfg.output_dir), bool(cfg.overwrite))
     steps = checkpoint_steps(cfg.steps)
-    if cfg.init not in INITS:
-        raise FastStyleError(f"unknown init {cfg.init!r}; choose one of {', '.join(INITS)}")
-    if float(cfg.style_scale) <= 0:
-        raise FastStyleError(f"style_scale must be positive, got {cfg.style_scale}")
+    settings = pixel_optimizer_settings(cfg)
     device = resolve_device(cfg.device)
     stylizer = Stylizer.from_file(cfg.model_file, device=str(device))
-    content = load_image_tensor(cfg.content_image, cfg.image_size)
-    check_image_sides(
-        content,
-        MIN_SIDE,
-        f"content image {cfg.content_image} at image_size={cfg.image_size}",
-        "use a larger image_size or a less elongated image",
-    )
+    content = load_content(cfg)
     paths = style_paths(cfg.style_image)
     blend = list(cfg.style_blend) if cfg.style_blend is not None else None
     recorded = recorded_loss(stylizer.metadata)
@@ -140,7 +133,6 @@ def compare(cfg: DictConfig) -> Path:
         log.warning(
             "the model was trained with another loss than the one measuring here: %s", "; ".join(differences)
         )
-    settings = pixel_optimizer_settings(cfg)
 
     loss = instantiate(cfg.loss).to(device)
     choice = HydraConfig.get().runtime.choices.get("pixel_optimizer")
@@ -151,7 +143,7 @@ def compare(cfg: DictConfig) -> Path:
         styles,
         checkpoints=steps,
         blend=blend,
-        **settings,
+        settings=settings,
         repeats=int(cfg.repeats),
         progress=bool(cfg.progress),
     )

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
-from fast_style.errors import EXIT_FAILED, FastStyleError, one_line
+from fast_style.cli.arguments import argparse_main
+from fast_style.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, FastStyleError, one_line
 from fast_style.files import check_writable
 
 __all__ = ["main"]
@@ -40,13 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``fast-style export``; returns the exit code."""
-    try:
-        args = _parser().parse_args(argv)
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 2
-
+def _export(args: argparse.Namespace) -> int:
+    """``fast-style export`` on parsed arguments; returns the exit code."""
     from fast_style.export import export_model
 
     out = Path(args.output)
@@ -65,10 +60,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; nothing was written", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     print(f"wrote {written} ({written.stat().st_size / 1e6:.2f} MB)")
-    return 0
+    return EXIT_OK
 
+
+main = argparse_main(_parser, _export)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -8,51 +8,22 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig
 
 from fast_style.cli.hydra_app import run_hydra_task
+from fast_style.cli.pixel_inputs import (
+    check_style_sides,
+    load_content,
+    load_styles,
+    pixel_optimizer_settings,
+    style_paths,
+)
 from fast_style.errors import FastStyleError, RunFailed, one_line
 from fast_style.files import check_writable, rescue_path
 
-__all__ = [
-    "check_output",
-    "check_run_folder",
-    "check_style_sides",
-    "load_styles",
-    "main",
-    "optimize",
-    "style_paths",
-]
+__all__ = ["check_output", "check_run_folder", "main", "optimize"]
 
 log = logging.getLogger("fast_style.optimize")
-
-
-def style_paths(value: Any) -> list[str]:
-    """``style_image`` as a list of paths: one path, or a list of them."""
-    if isinstance(value, (list, tuple, ListConfig)):
-        paths = [str(v) for v in value]
-    else:
-        paths = [str(value)]
-    if not paths or any(not p for p in paths):
-        raise FastStyleError("style_image must name at least one image")
-    return paths
-
-
-def pixel_optimizer_settings(cfg: DictConfig) -> dict[str, Any]:
-    """The optimizer, learning-rate decay, start and seed arguments shared by optimize and compare.
-
-    ``cfg`` has its ``auto`` settings resolved (``resolve_auto_settings``).
-    """
-    from hydra.utils import instantiate
-
-    lr_decay = cfg.get("lr_decay") or {}
-    return {
-        "optimizer": instantiate(cfg.pixel_optimizer),
-        "lr_decay_every": lr_decay.get("every"),
-        "lr_decay_gamma": float(lr_decay.get("gamma", 0.5)),
-        "init": cfg.init,
-        "seed": cfg.seed,
-    }
 
 
 def check_output(path: str | Path, overwrite: bool) -> Path:
@@ -69,26 +40,6 @@ def check_output(path: str | Path, overwrite: bool) -> Path:
     return check_writable(path)
 
 
-def check_style_sides(
-    styles: Sequence[Any], paths: Sequence[str], long_side: int, loss_cfg: DictConfig
-) -> None:
-    """Refuse style images that would be thinner than the loss network allows once scaled to ``long_side``."""
-    from fast_style.validation import check_image_sides, loss_min_side
-
-    min_side = loss_min_side([*loss_cfg.content_layers, *loss_cfg.style_layers])
-    for style, path in zip(styles, paths, strict=False):
-        h, w = style.shape[-2:]
-        scaled = style.new_empty(
-            1, 3, max(1, round(h * long_side / max(h, w))), max(1, round(w * long_side / max(h, w)))
-        )
-        check_image_sides(
-            scaled,
-            min_side,
-            f"style image {path} scaled to a {long_side} px long side",
-            "use a larger image_size or style_scale, or a less elongated style image",
-        )
-
-
 def check_run_folder(cfg: DictConfig, run_dir: Path) -> None:
     """Refuse a run folder that already holds an earlier run, unless ``overwrite=true``."""
     from fast_style.cli.hydra_app import refuse_existing_run
@@ -101,25 +52,6 @@ def check_run_folder(cfg: DictConfig, run_dir: Path) -> None:
     )
 
 
-def load_styles(paths: Sequence[str], long_side: int | None, blend: Sequence[float] | None) -> list[Any]:
-    """Load the style images at ``long_side`` pixels and check that ``blend`` fits them."""
-    from fast_style.images import load_image_tensor
-
-    if blend is not None:
-        blend = [float(b) for b in blend]
-        if len(blend) != len(paths) or min(blend) < 0 or sum(blend) <= 0:
-            raise FastStyleError(
-                f"style_blend {blend} must hold {len(paths)} non-negative weight(s), not all 0 "
-                f"(one per style image)"
-            )
-    from fast_style.validation import warn_if_poor_style
-
-    styles = [load_image_tensor(p, long_side) for p in paths]
-    for path, style in zip(paths, styles, strict=False):
-        warn_if_poor_style(path, style)
-    return styles
-
-
 def optimize(cfg: DictConfig) -> Path:
     """Run ``fast-style optimize`` from a composed ``optimize`` config; returns the output path."""
     from hydra.core.hydra_config import HydraConfig
@@ -127,34 +59,24 @@ def optimize(cfg: DictConfig) -> Path:
 
     from fast_style.auto_settings import resolve_auto_settings
     from fast_style.devices import resolve_device
-    from fast_style.images import load_image_tensor, tensor_to_image
-    from fast_style.optimize import INITS, MIN_SIDE, TensorBoardMonitor, optimize_image, scale_sizes
-    from fast_style.validation import check_image_sides
+    from fast_style.images import tensor_to_image
+    from fast_style.optimize import TensorBoardMonitor, optimize_image, scale_sizes
 
     # Cheap checks first, so a typo fails in a second rather than after loading VGG.
     resolve_auto_settings(cfg)
     output = check_output(cfg.output, bool(cfg.overwrite))
-    if cfg.init not in INITS:
-        raise FastStyleError(f"unknown init {cfg.init!r}; choose one of {', '.join(INITS)}")
+    settings = pixel_optimizer_settings(cfg)
     if int(cfg.steps) < 0:
         raise FastStyleError(f"steps must be >= 0, got {cfg.steps}")
-    if float(cfg.style_scale) <= 0:
-        raise FastStyleError(f"style_scale must be positive, got {cfg.style_scale}")
-    content = load_image_tensor(cfg.content_image, cfg.image_size)
-    check_image_sides(
-        content,
-        MIN_SIDE,
-        f"content image {cfg.content_image} at image_size={cfg.image_size}",
-        "use a larger image_size or a less elongated image",
-    )
+    content = load_content(cfg)
     style_long = math.ceil(float(cfg.style_scale) * max(content.shape[-2:]))
     blend = list(cfg.style_blend) if cfg.style_blend is not None else None
     paths = style_paths(cfg.style_image)
     styles = load_styles(paths, style_long, blend)
-    coarsest = scale_sizes(*content.shape[-2:], int(cfg.scales))[0]
+    height, width = content.shape[-2:]
+    coarsest = scale_sizes(height, width, int(cfg.scales))[0]
     check_style_sides(styles, paths, max(1, round(float(cfg.style_scale) * max(coarsest))), cfg.loss)
     device = resolve_device(cfg.device)
-    settings = pixel_optimizer_settings(cfg)
 
     loss = instantiate(cfg.loss).to(device)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -177,7 +99,7 @@ def optimize(cfg: DictConfig) -> Path:
             styles,
             blend=blend,
             steps=int(cfg.steps),
-            **settings,
+            settings=settings,
             style_scale=float(cfg.style_scale),
             scales=int(cfg.scales),
             scale_steps=list(cfg.scale_steps) if cfg.scale_steps is not None else None,

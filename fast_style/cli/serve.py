@@ -8,14 +8,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-from collections.abc import Sequence
 
-from fast_style.errors import FastStyleError
+from fast_style.cli.arguments import add_device_option, argparse_main
+from fast_style.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, FastStyleError
 
 __all__ = ["main"]
 
 PROG = "fast-style serve"
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,20 +38,13 @@ def _parser() -> argparse.ArgumentParser:
         help="folders of .safetensors models to offer besides the shipped ones",
     )
     parser.add_argument("--no-shipped", action="store_true", help="offer only the models in --models")
-    parser.add_argument(
-        "--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run (default: auto)"
-    )
+    add_device_option(parser)
     parser.add_argument("--access-log", action="store_true", help="print one line per request")
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``fast-style serve``; returns the exit code."""
-    parser = _parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+def _serve(args: argparse.Namespace) -> int:
+    """``fast-style serve`` on parsed arguments; returns the exit code."""
     if not 0 <= args.port <= 65535:
         print(f"{PROG}: error: --port must be within 0-65535, got {args.port}", file=sys.stderr)
         return EXIT_USAGE
@@ -101,6 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{PROG}: stopped")
     return EXIT_OK
 
+
+main = argparse_main(_parser, _serve)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -12,17 +12,21 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PIL import Image
 
-from fast_style.errors import FastStyleError, one_line
+from fast_style.cli.arguments import add_device_option, argparse_main
+from fast_style.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, FastStyleError, one_line
 from fast_style.files import check_writable
 from fast_style.images import IMAGE_EXTENSIONS, folder_images, image_format_for, open_image, save_image
+
+if TYPE_CHECKING:  # imported when needed: the command starts without torch
+    from fast_style.inference import Stylizer
 
 __all__ = ["Job", "main", "plan_jobs"]
 
 PROG = "fast-style stylize"
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 # Formats that store an alpha channel; for the others a transparent image is flattened onto white.
 _ALPHA_FORMATS = {"PNG", "WEBP", "TIFF", "GIF", "TGA", "ICO", "JPEG2000"}
@@ -126,9 +130,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--preserve-color", action="store_true", help="keep the photo's colours (transfer luminance only)"
     )
-    parser.add_argument(
-        "--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run (default: auto)"
-    )
+    add_device_option(parser)
     parser.add_argument(
         "--backend",
         default="auto",
@@ -167,14 +169,14 @@ def _save_params(source: Image.Image, fmt: str) -> dict[str, object]:
     return params
 
 
-def _run_job(job: Job, stylizer: object, args: argparse.Namespace) -> None:
+def _run_job(job: Job, stylizer: Stylizer, args: argparse.Namespace) -> None:
     if job.error is not None:
         raise FastStyleError(job.error)
     if job.target.exists() and not args.overwrite:
         raise FastStyleError(f"{job.target} exists; pass --overwrite to replace it")
     source = open_image(job.source)
     fmt = image_format_for(job.target)
-    result = stylizer.stylize(  # type: ignore[attr-defined]
+    result = stylizer.stylize(
         source,
         strength=args.strength,
         preserve_color=args.preserve_color,
@@ -197,14 +199,8 @@ def _error(message: str) -> None:
     tqdm.write(f"{PROG}: error: {message}", file=sys.stderr)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``fast-style stylize``; returns the exit code."""
-    parser = _parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-
+def _stylize(args: argparse.Namespace) -> int:
+    """``fast-style stylize`` on parsed arguments; returns the exit code."""
     from fast_style.inference import Stylizer
 
     try:
@@ -258,6 +254,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(summary)
     return EXIT_FAILED if failed else EXIT_OK
 
+
+main = argparse_main(_parser, _stylize)
 
 if __name__ == "__main__":
     sys.exit(main())

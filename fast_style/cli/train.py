@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from fast_style.cli.hydra_app import run_hydra_task
 from fast_style.errors import FastStyleError, RunFailed, one_line
@@ -108,7 +108,7 @@ def train(cfg: DictConfig) -> Path:
     from fast_style.auto_settings import resolve_auto_settings
     from fast_style.images import load_image_tensor
     from fast_style.training import StyleTransferModule
-    from fast_style.validation import check_image_sides, loss_min_side, warn_if_poor_style
+    from fast_style.validation import check_image_sides, config_dict, loss_min_side, warn_if_poor_style
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     resume = _resolve_ckpt_path(cfg.get("ckpt_path"), run_dir)
@@ -142,7 +142,7 @@ def train(cfg: DictConfig) -> Path:
         log_images_every_n_steps=cfg.log_images_every_n_steps,
         style_name=Path(cfg.style_image).stem,
         style_info={"style_image": Path(cfg.style_image).name, "style_size": int(max(style.shape[-2:]))},
-        run_config=OmegaConf.to_container(cfg, resolve=True),
+        run_config=config_dict(cfg),
         channels_last=cfg.speed.channels_last,
         compile_net=cfg.speed.compile,
         compile_loss=cfg.speed.compile_loss,

@@ -84,7 +84,7 @@ def onnx_graph(net: TransformNetwork, opset: int = ONNX_OPSET, metadata: dict[st
             torch.onnx.export(
                 wrapper,
                 (torch.rand(1, 3, 64, 64),),
-                buffer,
+                buffer,  # type: ignore[arg-type]  # the TorchScript exporter writes to file objects too
                 input_names=["image"],
                 output_names=["stylized"],
                 dynamic_axes={"image": axes, "stylized": axes},

@@ -5,7 +5,7 @@ from __future__ import annotations
 import collections
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 import torch
@@ -20,7 +20,10 @@ from fast_style.inference.backends import Backend, OnnxRuntimeBackend, TorchBack
 from fast_style.inference.loading import load_network, read_metadata
 from fast_style.models import TransformNetwork
 
-__all__ = ["AUTO_TILE_PIXELS", "Stylizer"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = ["AUTO_TILE_PIXELS", "StylizeOptions", "Stylizer"]
 
 # Images with more pixels than this are tiled automatically (about 2048 x 2048); the instance-norm
 # statistics of a tiled image come from a copy scaled down to at most this many pixels.
@@ -29,6 +32,14 @@ AUTO_TILE_PIXELS = 2048 * 2048
 # (2048 x 2048 x 16 channels, 256 MiB) so a 4096 x 4096 image stays under 2 GiB on CPU.
 _STATS_ELEMENTS = 2048 * 2048 * 16
 _MIN_SIDE = 8  # smaller images are edge-padded up to this before any backend sees them
+
+
+class StylizeOptions(TypedDict, total=False):
+    """The keyword options of ``Stylizer.stylize_array``, which ``Stylizer.stylize`` passes on."""
+
+    strength: float
+    preserve_color: bool
+    tile: int | None
 
 
 def _finish(
@@ -41,6 +52,12 @@ def _finish(
         # Luminance is linear, so blending first equals scaling the luminance change, clamped once.
         stylized = combine_luminance(stylized, content)
     return stylized.clamp_(0, 1)
+
+
+def _release_cached_memory() -> None:
+    """Hand the CUDA allocator's cached blocks back before a retry in smaller pieces."""
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -137,21 +154,26 @@ class Stylizer:
             ]
         stats_pixels = min(self.auto_tile_pixels, self.stats_pixels)
         if tile is None and (self.net is None or h * w <= self.auto_tile_pixels):
-            try:
-                content = tiling.to_tensor(pixels, self.device)
-                out = _finish(self._backend.run(content), content, strength, preserve_color)
-                self.paths_used[self.backend] += 1
-                return _to_uint8(out)
-            except RuntimeError as exc:  # out of GPU (or CPU) memory: go on in tiles
-                if not tiling.out_of_memory(exc) or self.net is None:
-                    raise
-                content = out = None  # type: ignore[assignment]
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-                stats_pixels = min(stats_pixels, h * w // 4)  # the whole image did not fit
+            whole = self._stylize_whole(pixels, strength, preserve_color)
+            if whole is not None:
+                return whole
+            _release_cached_memory()
+            stats_pixels = min(stats_pixels, h * w // 4)  # the whole image did not fit
         return self._stylize_tiled(
             pixels, tile or tiling.DEFAULT_TILE, stats_pixels, strength, preserve_color
         )
+
+    def _stylize_whole(self, pixels: np.ndarray, strength: float, preserve_color: bool) -> np.ndarray | None:
+        """The image in one pass on the backend; ``None`` when memory ran out and tiles can take over."""
+        try:
+            content = tiling.to_tensor(pixels, self.device)
+            out = _finish(self._backend.run(content), content, strength, preserve_color)
+        except RuntimeError as exc:
+            if not tiling.out_of_memory(exc) or self.net is None:
+                raise
+            return None  # the tensors of the failed pass go with this frame
+        self.paths_used[self.backend] += 1
+        return _to_uint8(out)
 
     def _stylize_tiled(
         self, pixels: np.ndarray, size: int, stats_pixels: int, strength: float, preserve_color: bool
@@ -172,33 +194,24 @@ class Stylizer:
             except RuntimeError as exc:
                 if not tiling.out_of_memory(exc):
                     raise
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
+                _release_cached_memory()
                 if size <= 128:
                     raise FastStyleError("out of memory even with 128 px tiles") from None
                 size, stats_pixels = size // 2, stats_pixels // 4
 
     def stylize(
-        self,
-        image: Image.Image,
-        *,
-        strength: float = 1.0,
-        preserve_color: bool = False,
-        tile: int | None = None,
-        max_size: int | None = None,
+        self, image: Image.Image, *, max_size: int | None = None, **options: Unpack[StylizeOptions]
     ) -> Image.Image:
         """Stylize a PIL image of any mode; alpha is kept, the result is RGB or RGBA.
 
-        ``max_size`` scales the image down so its longer side is at most that many pixels.
+        ``max_size`` scales the image down so its longer side is at most that many pixels;
+        ``options`` are those of ``stylize_array``.
         """
         img = normalize_mode(image)
         if max_size is not None and max(img.size) > max_size:
             img = resize_long_side(img, max_size)
         pixels, alpha = rgb_array(img)
-        out = Image.fromarray(
-            self.stylize_array(pixels, strength=strength, preserve_color=preserve_color, tile=tile),
-            mode="RGB",
-        )
+        out = Image.fromarray(self.stylize_array(pixels, **options), mode="RGB")
         if alpha is not None:
             out.putalpha(alpha)
         return out

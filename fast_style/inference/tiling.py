@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Literal
 
 import numpy as np
 import torch
@@ -106,7 +107,7 @@ def stylize_tiled(
     m = net.multiple
     # Pad once to the network's multiple, as the network itself does for a whole image.
     pad_h, pad_w = (-h) % m, (-w) % m
-    mode = "reflect" if pad_h < h and pad_w < w else "edge"
+    mode: Literal["reflect", "edge"] = "reflect" if pad_h < h and pad_w < w else "edge"
     padded = np.pad(pixels, ((0, pad_h), (0, pad_w), (0, 0)), mode=mode) if pad_h or pad_w else pixels
     total_h, total_w = padded.shape[:2]
     statistics = net.record_norm_statistics(to_tensor(downscaled(padded, stats_pixels), device))

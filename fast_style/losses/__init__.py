@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Any
 
 from fast_style.losses.perceptual import (
     AUTO,
+    CONTENT_LAYERS,
+    STYLE_LAYERS,
     LayerWeights,
     PerceptualLoss,
     energy,
@@ -23,7 +26,9 @@ from fast_style.losses.vgg import (
 
 __all__ = [
     "AUTO",
+    "CONTENT_LAYERS",
     "NETWORKS",
+    "STYLE_LAYERS",
     "LayerWeights",
     "PerceptualLoss",
     "VGGFeatures",
@@ -40,23 +45,14 @@ __all__ = [
 def build_perceptual_loss(
     network: str = "vgg16",
     weights: str | os.PathLike[str] | None = "imagenet",
-    content_layers: Sequence[str] = ("relu2_2",),
-    style_layers: Sequence[str] = ("relu1_2", "relu2_2", "relu3_3", "relu4_3"),
-    style_layer_weights: LayerWeights = AUTO,
-    content_weight: float = 1.0,
-    style_weight: float = 1.0,
-    tv_weight: float = 0.0,
-    content_layer_weights: LayerWeights = AUTO,
+    content_layers: Sequence[str] = CONTENT_LAYERS,
+    style_layers: Sequence[str] = STYLE_LAYERS,
+    **weighting: Any,
 ) -> PerceptualLoss:
-    """A ``PerceptualLoss`` over a frozen torchvision VGG; the ``_target_`` of the ``loss`` configs."""
-    encoder = VGGFeatures(list(content_layers) + list(style_layers), network=network, weights=weights)
-    return PerceptualLoss(
-        encoder,
-        content_layers=content_layers,
-        style_layers=style_layers,
-        style_layer_weights=style_layer_weights,
-        content_weight=content_weight,
-        style_weight=style_weight,
-        tv_weight=tv_weight,
-        content_layer_weights=content_layer_weights,
-    )
+    """A ``PerceptualLoss`` over a frozen torchvision VGG; the ``_target_`` of the ``loss`` configs.
+
+    ``weighting``: the term and layer weights of ``PerceptualLoss`` (``style_weight``,
+    ``style_layer_weights``, ...).
+    """
+    encoder = VGGFeatures([*content_layers, *style_layers], network=network, weights=weights)
+    return PerceptualLoss(encoder, content_layers, style_layers, **weighting)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -13,10 +13,22 @@ from torch.nn import functional as F
 from fast_style.errors import FastStyleError
 from fast_style.losses.vgg import weights_file_identity
 
-__all__ = ["AUTO", "LayerWeights", "PerceptualLoss", "energy", "gram_matrix", "total_variation"]
+__all__ = [
+    "AUTO",
+    "CONTENT_LAYERS",
+    "STYLE_LAYERS",
+    "LayerWeights",
+    "PerceptualLoss",
+    "energy",
+    "gram_matrix",
+    "total_variation",
+]
 
 
 AUTO = "auto"
+# The layers of Johnson et al. and pytorch/examples: content at relu2_2, style at four depths.
+CONTENT_LAYERS = ("relu2_2",)
+STYLE_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
 LayerWeights = Sequence[float] | Mapping[str, float] | str | None
 
 # Keeps an all-zero target (a flat black style image) from dividing by zero.
@@ -42,10 +54,10 @@ def _layer_weights(what: str, weights: LayerWeights, layers: Sequence[str]) -> d
         if unknown:
             raise FastStyleError(f"{what} names layers that are not among them: {sorted(unknown)}")
         return {name: float(weights.get(name, 1.0)) for name in layers}
-    values = list(weights)  # type: ignore[arg-type]
+    values = [float(w) for w in weights]
     if len(values) != len(layers):
         raise FastStyleError(f"{what} has {len(values)} values for {len(layers)} layers")
-    return {name: float(w) for name, w in zip(layers, values, strict=False)}
+    return dict(zip(layers, values, strict=False))
 
 
 def energy(tensor: torch.Tensor) -> torch.Tensor:
@@ -61,14 +73,14 @@ class _Gram(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, flat: torch.Tensor, n: int) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, flat: torch.Tensor, n: int) -> torch.Tensor:
         ctx.save_for_backward(flat)
         ctx.n = n
         return torch.bmm(flat, flat.transpose(1, 2)) / n
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         (flat,) = ctx.saved_tensors
         # Under autocast the forward product may be in lower precision; the gradient follows X's dtype.
         symmetric = (grad + grad.transpose(1, 2)).to(flat.dtype)
@@ -118,8 +130,8 @@ class PerceptualLoss(nn.Module):
     def __init__(
         self,
         encoder: nn.Module,
-        content_layers: Sequence[str] = ("relu2_2",),
-        style_layers: Sequence[str] = ("relu1_2", "relu2_2", "relu3_3", "relu4_3"),
+        content_layers: Sequence[str] = CONTENT_LAYERS,
+        style_layers: Sequence[str] = STYLE_LAYERS,
         style_layer_weights: LayerWeights = AUTO,
         content_weight: float = 1.0,
         style_weight: float = 1.0,
@@ -188,7 +200,7 @@ class PerceptualLoss(nn.Module):
         feats = self.encoder(image, self.content_layers) if self.content_layers else {}
         self._content_targets = {name: f.detach() for name, f in feats.items()}
 
-    def _apply(self, fn, recurse: bool = True):  # type: ignore[override]
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> PerceptualLoss:
         super()._apply(fn, recurse)
         self._content_targets = {k: fn(v) for k, v in self._content_targets.items()}
         return self
@@ -217,7 +229,7 @@ class PerceptualLoss(nn.Module):
                 raise RuntimeError("pass content images or call set_content_image first")
             for name in self.content_layers:
                 target = targets[name]
-                weight = self.content_layer_weights[name]
+                weight: float | torch.Tensor = self.content_layer_weights[name]
                 if self.content_auto:
                     weight = 1.0 / (len(self.content_layers) * energy(target))
                 if target.shape[0] != feats[name].shape[0]:

@@ -203,6 +203,9 @@ class VGGFeatures(nn.Module):
     (``CHANNELS_LAST_MIN_PIXELS``).
     """
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(
         self,
         layers: Iterable[str],

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from fast_style.models.layers import BandedConv2d, pad_to_multiple
+from fast_style.models.layers import BandedConv2d, ConvLayer, pad_to_multiple
 from fast_style.models.norm import InstanceNorm, NormStatistics
 
-__all__ = ["TransformNetwork"]
+__all__ = ["ResidualTransformNetwork", "TransformNetwork"]
 
 
 class TransformNetwork(nn.Module):
@@ -86,3 +86,51 @@ class TransformNetwork(nn.Module):
         finally:
             for norm in norms:
                 norm.statistics = None
+
+
+class ResidualTransformNetwork(TransformNetwork):
+    """Johnson's layout, which every shipped network follows, at three widths ``channels``.
+
+    The encoder is a ``first_kernel`` convolution and two stride-2 3x3 convolutions down to a
+    quarter of the size; ``num_residual`` blocks (``residual_block(width)``, two 3x3 convolutions
+    each) run there; the decoder, built by the subclass, upsamples twice by 2 with a 3x3
+    convolution after each and ends in a ``last_kernel`` convolution.
+    """
+
+    def __init__(
+        self,
+        channels: Sequence[int],
+        num_residual: int,
+        *,
+        first_kernel: int,
+        last_kernel: int,
+        residual_block: Callable[[int], nn.Module],
+    ) -> None:
+        super().__init__()
+        if len(channels) != 3 or any(int(c) <= 0 for c in channels):
+            raise ValueError(f"channels must be three positive widths, got {list(channels)}")
+        if num_residual < 0:
+            raise ValueError(f"num_residual must be >= 0, got {num_residual}")
+        c1, c2, c3 = (int(c) for c in channels)
+        self.channels = (c1, c2, c3)
+        self.num_residual = int(num_residual)
+        self.first_kernel, self.last_kernel = first_kernel, last_kernel
+        self.encoder = nn.Sequential(
+            ConvLayer(3, c1, first_kernel),
+            ConvLayer(c1, c2, 3, stride=2),
+            ConvLayer(c2, c3, 3, stride=2),
+        )
+        self.residuals = nn.Sequential(*(residual_block(c3) for _ in range(self.num_residual)))
+
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments that rebuild this network (stored in checkpoints and exports)."""
+        return {"channels": list(self.channels), "num_residual": self.num_residual}
+
+    def receptive_radius(self) -> int:
+        """Pixels of context on each side that one output pixel depends on (tiling margin)."""
+        # A k x k convolution at 1/s of the input resolution reaches (k // 2) * s input pixels:
+        # the first conv at 1x, the stride-2 3x3s reading 1x (1) and 2x (2), two 3x3s per residual
+        # block at 4x (8), the decoder's 3x3s at 2x (2) and 1x (1), the last conv at 1x. Where a
+        # pixel falls on the stride-4 grid adds up to 3 more on one side.
+        convs = self.first_kernel // 2 + 1 + 2 + 8 * self.num_residual + 2 + 1 + self.last_kernel // 2
+        return convs + self.multiple - 1

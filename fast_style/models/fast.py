@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import nn
 
-from fast_style.models.base import TransformNetwork
+from fast_style.models.base import ResidualTransformNetwork
 from fast_style.models.layers import BandedConv2d, ConvLayer, upsample2x_conv3x3
 from fast_style.models.norm import InstanceNorm
 
@@ -63,7 +62,7 @@ class _SeparableResidual(nn.Module):
         return x + self.body(x)
 
 
-class FastTransformerNet(TransformNetwork):
+class FastTransformerNet(ResidualTransformNetwork):
     """Johnson's layout, slimmed: narrower widths, a 5x5 first and 3x3 last conv, separable residual
     and decoder convs.
 
@@ -73,31 +72,13 @@ class FastTransformerNet(TransformNetwork):
     arch = "fast"
 
     def __init__(self, channels: Sequence[int] = (16, 32, 64), num_residual: int = 4) -> None:
-        super().__init__()
-        if len(channels) != 3 or any(int(c) <= 0 for c in channels):
-            raise ValueError(f"channels must be three positive widths, got {list(channels)}")
-        c1, c2, c3 = (int(c) for c in channels)
-        self.channels = (c1, c2, c3)
-        self.num_residual = int(num_residual)
-        self.encoder = nn.Sequential(
-            ConvLayer(3, c1, 5),
-            ConvLayer(c1, c2, 3, stride=2),
-            ConvLayer(c2, c3, 3, stride=2),
+        super().__init__(
+            channels, num_residual, first_kernel=5, last_kernel=3, residual_block=_SeparableResidual
         )
-        self.residuals = nn.Sequential(*(_SeparableResidual(c3) for _ in range(self.num_residual)))
+        c1, c2, c3 = self.channels
         self.up1 = SeparableUpsample(c3, c2)
         self.up2 = SeparableUpsample(c2, c1)
-        self.head = ConvLayer(c1, 3, 3, norm=False, relu=False)
-
-    def config(self) -> dict[str, Any]:
-        """Constructor arguments that rebuild this network."""
-        return {"channels": list(self.channels), "num_residual": self.num_residual}
-
-    def receptive_radius(self) -> int:
-        """Pixels of context on each side that one output pixel depends on (tiling margin)."""
-        # 5x5 (2), stride-2 3x3s at 1x (1) and 2x (2), separable 3x3s at 4x (4 each),
-        # upsampled depthwise 3x3s at 2x (2) and 1x (1), 3x3 head (1).
-        return 2 + 1 + 2 + 8 * self.num_residual + 2 + 1 + 1
+        self.head = ConvLayer(c1, 3, self.last_kernel, norm=False, relu=False)
 
     def forward_aligned(self, x: torch.Tensor) -> torch.Tensor:
         """Stylize ``(B, 3, H, W)`` in [0, 1] whose ``H`` and ``W`` are multiples of ``multiple``."""

@@ -70,6 +70,13 @@ class ConvLayer(nn.Sequential):
             layers.append(nn.ReLU(inplace=True))
         super().__init__(*layers)
 
+    @property
+    def conv(self) -> nn.Conv2d:
+        """The convolution, between the padding and the optional norm and ReLU."""
+        conv = self[1]
+        assert isinstance(conv, nn.Conv2d)
+        return conv
+
 
 class UpsampleConvLayer(nn.Module):
     """Nearest-neighbour upsampling followed by a convolution (no checkerboard artefacts).
@@ -84,7 +91,7 @@ class UpsampleConvLayer(nn.Module):
         self.conv = ConvLayer(in_channels, out_channels, kernel_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv = self.conv[1]
+        conv = self.conv.conv
         if self.scale != 2 or conv.kernel_size != (3, 3):
             return self.conv(F.interpolate(x, scale_factor=self.scale, mode="nearest"))
         y = upsample2x_conv3x3(x, conv.weight, conv.bias)

@@ -216,7 +216,8 @@ def create_app(
     a missing folder, an unknown device, or when no model is found.
     """
     resolve_device(device)
-    folders = [*([shipped_models_dir()] if shipped and shipped_models_dir() else []), *map(Path, model_dirs)]
+    shipped_dir = shipped_models_dir() if shipped else None
+    folders = [*([shipped_dir] if shipped_dir else []), *map(Path, model_dirs)]
     entries, skipped = find_models(folders)
     if not entries:
         where = ", ".join(str(f) for f in folders) or "no folder (pass --models DIR)"
