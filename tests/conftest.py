@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -165,3 +166,17 @@ def tiny_model_folder(folder: Path, names: tuple[str, ...] = ("tiny_a", "tiny_b"
         export_safetensors(ckpt, folder / f"{name}.safetensors")
         ckpt.unlink()
     return folder
+
+
+@pytest.fixture
+def adam_fused_args(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """The ``fused`` argument of every ``torch.optim.Adam`` built during the test (``"not given"`` if absent)."""
+    seen: list[object] = []
+
+    class RecordingAdam(torch.optim.Adam):
+        def __init__(self, params, **kwargs):
+            seen.append(kwargs.get("fused", "not given"))
+            super().__init__(params, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "Adam", RecordingAdam)
+    return seen

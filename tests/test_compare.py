@@ -182,15 +182,8 @@ def test_cli_writes_the_figure_and_prints_the_table(tmp_path, style_path, capsys
     assert Image.open(run / "optimized.png").size == (32, 24)
 
 
-def test_cli_adam_reaches_torch_with_fused_resolved(tmp_path, style_path, model_path, monkeypatch):
-    seen = []
-
-    class RecordingAdam(torch.optim.Adam):
-        def __init__(self, params, **kwargs):
-            seen.append(kwargs.get("fused", "not given"))
-            super().__init__(params, **kwargs)
-
-    monkeypatch.setattr(torch.optim, "Adam", RecordingAdam)
+def test_cli_adam_reaches_torch_with_fused_resolved(tmp_path, style_path, model_path, adam_fused_args):
+    seen = adam_fused_args
     code = run_cli(
         tmp_path,
         f"content_image={style_path}",

@@ -300,15 +300,8 @@ def test_cli_writes_the_image_and_tensorboard_logs(tmp_path, style_path):
     assert not list(out.parent.glob(".*.part"))
 
 
-def test_cli_adam_reaches_torch_with_fused_resolved(tmp_path, style_path, monkeypatch):
-    seen = []
-
-    class RecordingAdam(torch.optim.Adam):
-        def __init__(self, params, **kwargs):
-            seen.append(kwargs.get("fused", "not given"))
-            super().__init__(params, **kwargs)
-
-    monkeypatch.setattr(torch.optim, "Adam", RecordingAdam)
+def test_cli_adam_reaches_torch_with_fused_resolved(tmp_path, style_path, adam_fused_args):
+    seen = adam_fused_args
     out = tmp_path / "out.png"
     args = [f"content_image={style_path}", f"style_image={style_path}", f"output={out}", "image_size=32"]
     code = run_cli(tmp_path, *args, "steps=2", "device=cpu", "pixel_optimizer=adam")
