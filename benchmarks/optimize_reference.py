@@ -39,6 +39,7 @@ from fast_style.cli.optimize import pixel_optimizer_settings
 from fast_style.devices import resolve_device
 from fast_style.images import load_image_tensor
 from fast_style.losses import NETWORKS, PerceptualLoss, layer_index_map, load_vgg_features
+from fast_style.losses.perceptual import energy
 from fast_style.optimize import optimize_pixels
 
 OptimizerFactory = Callable[[list[torch.Tensor]], torch.optim.Optimizer]
@@ -90,8 +91,19 @@ def reference_for(
     make_optimizer: OptimizerFactory,
     trim: bool = False,
 ) -> ReferenceOptimizer:
-    """A ``ReferenceOptimizer`` with ``loss``'s network, weights, layers and term weights."""
+    """A ``ReferenceOptimizer`` with ``loss``'s network, weights, layers and term weights.
+
+    ``loss`` holds its targets already: balanced (``auto``) layer weights are resolved from them.
+    """
     encoder = loss.encoder
+    with torch.no_grad():
+        targets = encoder(content, loss.content_layers)
+    content_layer_weights = [
+        1.0 / (len(loss.content_layers) * energy(targets[name]).item())
+        if loss.content_auto
+        else float(loss.content_layer_weights[name])
+        for name in loss.content_layers
+    ]
     return ReferenceOptimizer(
         full_features(encoder.network, weights, len(encoder.features)),
         layer_index_map(encoder.network),
@@ -101,6 +113,7 @@ def reference_for(
         style_layers=loss.style_layers,
         style_layer_weights=[loss.style_layer_weights[name] for name in loss.style_layers],
         content_weight=loss.content_weight,
+        content_layer_weights=content_layer_weights,
         style_weight=loss.style_weight,
         tv_weight=loss.tv_weight,
         make_optimizer=make_optimizer,
@@ -229,6 +242,11 @@ def main() -> None:
     overrides = list(args.overrides)
     if not any(o.startswith("loss.weights=") for o in overrides):
         overrides.append("loss.weights=none")
+    if not any(o.startswith("pixel_optimizer.line_search_fn=") for o in overrides):
+        # The tutorial's L-BFGS takes every step blindly: one evaluation a step on both sides, so the
+        # table compares the cost of an evaluation. The default line search costs 1.00 evaluations
+        # a step as well (benchmarks/README.md, "Optimization stability").
+        overrides.append("pixel_optimizer.line_search_fn=null")
     cfg = compose_config("optimize", [f"device={args.device}", *overrides])
     resolve_auto_settings(cfg)
     device = resolve_device(cfg.device)

@@ -92,8 +92,9 @@ class _Normalization(nn.Module):
 class _ContentLoss(nn.Module):
     """Passes its input through; by ``mode``: its MSE to the target, takes the target, or nothing."""
 
-    def __init__(self) -> None:
+    def __init__(self, weight: float = 1.0) -> None:
         super().__init__()
+        self.weight = weight
         self.mode = "loss"  # "loss" | "capture" | "idle"
         self.target: torch.Tensor | None = None
         self.loss = torch.zeros(())
@@ -102,7 +103,7 @@ class _ContentLoss(nn.Module):
         if self.mode == "capture":
             self.target = x.detach()
         elif self.mode == "loss":
-            self.loss = F.mse_loss(x, self.target)
+            self.loss = self.weight * F.mse_loss(x, self.target)
         return x
 
 
@@ -151,6 +152,7 @@ class ReferenceOptimizer:
         style_layers: Sequence[str],
         style_layer_weights: Sequence[float] | None = None,
         content_weight: float = 1.0,
+        content_layer_weights: Sequence[float] | None = None,
         style_weight: float = 1.0,
         tv_weight: float = 0.0,
         make_optimizer: Callable[[list[torch.Tensor]], torch.optim.Optimizer] | None = None,
@@ -160,6 +162,9 @@ class ReferenceOptimizer:
     ) -> None:
         device = content.device
         layer_weights = list(style_layer_weights or [1.0] * len(style_layers))
+        content_layer_weight = dict(
+            zip(content_layers, content_layer_weights or [1.0] * len(content_layers), strict=True)
+        )
         self.content_losses: list[_ContentLoss] = []
         self.style_losses: list[_StyleLoss] = []
         self.model = nn.Sequential(_Normalization(mean, std))
@@ -169,7 +174,7 @@ class ReferenceOptimizer:
             self.model.add_module(f"layer_{index}", layer)
             for name in content_layers:
                 if layer_indices[name] == index:
-                    self.content_losses.append(_ContentLoss())
+                    self.content_losses.append(_ContentLoss(content_layer_weight[name]))
                     self.model.add_module(f"content_loss_{name}", self.content_losses[-1])
             for name, weight in zip(style_layers, layer_weights, strict=False):
                 if layer_indices[name] == index:
