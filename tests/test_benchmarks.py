@@ -46,3 +46,30 @@ def test_train_step_benchmark_prints_every_case_and_the_projection(capsys):
     assert rows[0].split(" | ")[3] == "1.00×"  # ratios are against the reference
     assert "threads 1" in out
     assert out.count("2 COCO epochs (2 × 82,783 images)") == 2
+
+
+@pytest.mark.parametrize("layer_weights", ["auto", None])
+def test_optimization_reference_computes_the_same_loss(capsys, layer_weights):
+    """The speed comparison is like for like only if the reference's loss equals ours, balanced or raw."""
+    import torch
+
+    from benchmarks.optimize_reference import check_same_loss, reference_for
+    from fast_style.losses import build_perceptual_loss
+
+    torch.manual_seed(0)  # reference_for draws the same random network as the loss
+    loss = build_perceptual_loss(
+        network="vgg16",
+        weights="none",
+        content_layer_weights=layer_weights,
+        style_layer_weights=layer_weights,
+        style_weight=10.0,
+    )
+    generator = torch.Generator().manual_seed(1)
+    content = torch.rand(1, 3, 40, 48, generator=generator)
+    style = torch.rand(1, 3, 48, 40, generator=generator)
+    loss.set_style_image(style)
+    loss.set_content_image(content)
+    reference = reference_for(loss, "none", content, style, lambda params: torch.optim.LBFGS(params))
+    check_same_loss(loss, reference, content)
+    out = capsys.readouterr().out
+    assert "loss of a probe image" in out and "WARNING" not in out, out
