@@ -96,9 +96,8 @@ class Stylizer:
         self.auto_tile_pixels = AUTO_TILE_PIXELS
         width = net.channels[0] if net is not None else 32  # channels of the full-resolution layers
         self.stats_pixels = min(AUTO_TILE_PIXELS, _STATS_ELEMENTS // max(1, width))
-        self.paths_used: collections.Counter[str] = (
-            collections.Counter()
-        )  # "onnxruntime", "torch", "tiled in torch"
+        # How images went: "onnxruntime", "torch" or "tiled in torch".
+        self.paths_used: collections.Counter[str] = collections.Counter()
 
     @property
     def supports_tiling(self) -> bool:
@@ -149,9 +148,8 @@ class Stylizer:
             # The networks' reflection padding needs a few pixels on each side, on every backend.
             grow = ((0, max(0, self.min_side - h)), (0, max(0, self.min_side - w)), (0, 0))
             padded = np.pad(pixels, grow, mode="edge")
-            return self.stylize_array(padded, strength=strength, preserve_color=preserve_color, tile=tile)[
-                :h, :w
-            ]
+            out = self.stylize_array(padded, strength=strength, preserve_color=preserve_color, tile=tile)
+            return out[:h, :w]
         stats_pixels = min(self.auto_tile_pixels, self.stats_pixels)
         if tile is None and (self.net is None or h * w <= self.auto_tile_pixels):
             whole = self._stylize_whole(pixels, strength, preserve_color)

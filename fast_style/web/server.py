@@ -64,9 +64,8 @@ class BackgroundServer:
         self._sock = bind(host, port)
         bound_host, bound_port = self._sock.getsockname()[:2]
         self.url = f"http://{bound_host}:{bound_port}"
-        self._server = uvicorn.Server(
-            _config(app, access_log=False)
-        )  # off the main thread: no signal handlers
+        # Run off the main thread, where uvicorn installs no signal handlers.
+        self._server = uvicorn.Server(_config(app, access_log=False))
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [self._sock]}, name="fast-style-web", daemon=True
         )
