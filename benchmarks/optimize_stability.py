@@ -93,6 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 content,
                 style,
                 steps=checkpoints[-1],
+                style_scale=float(cfg.style_scale),
                 settings=PixelSettings(optimizer, init=cfg.init, seed=cfg.seed),
             )
             totals = {int(h["step"]): h["total"] for h in result.history}

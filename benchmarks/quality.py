@@ -1,26 +1,29 @@
-"""Quality of feed-forward models on photos they never saw: losses, L-BFGS-equivalent steps, non-loss scores.
+"""Quality of feed-forward models on photos they never saw: losses, L-BFGS steps-worth, non-loss scores.
 
     python -m benchmarks.quality MODEL.safetensors [MODEL ...] --content PHOTOS/ --styles STYLES/ \\
-        [--weights VGG_FEATURES.pt] [--size 512] [--max-steps 300] [--out outputs/quality]
+        [--weights VGG_FEATURES.pt] [--size 256 512] [--init noise content] [--max-steps 300] [--out DIR]
 
 Every model is scored with the loss it was trained with (read from its file: network, layers, layer
 and term weights, style image name and size); ``--styles`` is the folder holding that style image
 and ``--weights`` the loss-network weights file when the model was trained with one (its SHA-256 is
-checked). For each photo, scaled to ``--size`` on its long side:
+checked). For each photo, scaled to each ``--size`` on its long side:
 
-- feed-forward: the model's content, style and total loss, and its time (median of 3 passes);
-- L-BFGS-equivalent steps: the optimization (L-BFGS with the default settings of ``fast-style
-  optimize``, from the photo, or from noise with ``--init noise``) runs on the same loss until its
-  total is at most the model's; the step where that happens is the model's worth in optimization
-  steps (``>N`` if not within ``--max-steps``);
-- time ratio: the optimization's time to that step over the feed-forward time;
+- feed-forward: the model's content, style and total loss, and its time (median of 3 passes), and
+  the photo's own total (the loss of doing nothing);
+- steps-worth (``benchmarks.scoring``): L-BFGS with the settings of ``fast-style optimize`` runs on
+  the same loss until its total is at most the model's; the (interpolated) step where that happens
+  is the model's worth. Two starts, as ``--init`` lists them: white noise (Johnson et al.'s
+  protocol, the first column) and the photo (``fast-style optimize``'s default: harsher, since it
+  starts with no content error). ``>N`` if not reached within ``--max-steps``;
+- time ratio: the optimization's time to that step over the feed-forward time (first start);
 - scores outside the loss: colour distance to the style image (Hellinger distance of RGB
   histograms; lower is closer to the painting's palette) and luminance SSIM to the photo (higher
   keeps more of its structure), for the model's output and the optimized image.
 
-Models that share a loss (siblings trained on one style) share one optimization run per photo. The
-script prints a Markdown table per model and the means, and writes ``quality.md``, ``quality.csv``
-and a contact sheet ``quality.png`` (photo | style | each model | optimization) into ``--out``.
+Models that share a loss (siblings trained on one style) share one optimization run per photo,
+size and start. The script prints a Markdown table per model and photo and one of the means per
+model and size, and writes ``quality.md``, ``quality.csv`` and a contact sheet ``quality.png``
+(photo | style | each model | optimization from the first start, at the first size) into ``--out``.
 """
 
 from __future__ import annotations
@@ -32,29 +35,32 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from PIL import Image
 
 from benchmarks.common import device_line, markdown_table
+from benchmarks.scoring import lbfgs_curve, steps_worth
 from fast_style.compare import evaluate_image, make_figure
 from fast_style.errors import FastStyleError
 from fast_style.images import IMAGE_EXTENSIONS, load_image_tensor, save_image
 from fast_style.inference import Stylizer
 from fast_style.losses import build_perceptual_loss
 from fast_style.metrics import color_distance, luminance_ssim
-from fast_style.optimize import initial_image, optimize_pixels
 from fast_style.trained_loss import loss_arguments, recorded_loss
 
 COLUMNS = (
     "model",
     "photo",
+    "size",
     "content",
     "style",
     "total",
-    "lbfgs_steps",
+    "photo_total",
+    "steps_from_noise",
+    "steps_from_photo",
     "time_ratio",
     "ff_seconds",
     "color_distance",
@@ -63,18 +69,20 @@ COLUMNS = (
     "lbfgs_ssim",
     "photo_color_distance",
 )
+INIT_COLUMN = {"noise": "steps_from_noise", "content": "steps_from_photo"}
 
 
 @dataclass
 class Score:
-    """One model on one photo."""
+    """One model on one photo at one size."""
 
     model: str
     photo: str
+    size: int
     content: float
     style: float
     total: float
-    lbfgs_steps: int | None  # None: not reached within max_steps
+    photo_total: float  # the loss of the photo itself
     time_ratio: float | None
     ff_seconds: float
     color_distance: float
@@ -82,6 +90,15 @@ class Score:
     lbfgs_color_distance: float
     lbfgs_ssim: float
     photo_color_distance: float
+    worth: dict[str, float | None] = field(default_factory=dict)  # init -> steps (None: not reached)
+
+    @property
+    def steps_from_noise(self) -> float | None:
+        return self.worth.get("noise")
+
+    @property
+    def steps_from_photo(self) -> float | None:
+        return self.worth.get("content")
 
 
 def _photos(folder: Path) -> list[Path]:
@@ -101,72 +118,81 @@ def _time_model(stylizer: Stylizer, content: torch.Tensor, repeats: int = 3) -> 
     return out.float().clamp(0, 1), statistics.median(times)
 
 
-def first_step_at_most(history: Sequence[dict[str, float]], total: float) -> int | None:
-    """The first step whose total loss is at most ``total``, else ``None``."""
-    return next((int(h["step"]) for h in history if h["total"] <= total), None)
-
-
 def score_group(
     models: list[tuple[str, Stylizer]],
     loss_args: dict,
     style_path: Path,
     style_size: int,
     photos: list[Path],
-    size: int,
+    sizes: Sequence[int],
     max_steps: int,
     progress: bool,
-    init: str = "content",
+    inits: Sequence[str] = ("noise", "content"),
 ) -> tuple[list[Score], list[list[tuple[str, str, torch.Tensor]]]]:
-    """Score models that share one loss on every photo; return the scores and the contact-sheet rows."""
+    """Score models that share one loss on every photo and size; return the scores and the contact-sheet rows."""
     loss = build_perceptual_loss(**loss_args)
     style = load_image_tensor(style_path, style_size)
     loss.set_style_image(style)
     scores, rows = [], []
-    for photo in photos:
-        content = load_image_tensor(photo, size)
-        loss.set_content_image(content)
-        outputs = {}
-        for name, stylizer in models:
-            out, seconds = _time_model(stylizer, content)
-            out = out[..., : content.shape[-2], : content.shape[-1]]
-            outputs[name] = (out, seconds, evaluate_image(loss, out))
-        target = min(terms["total"] for _, _, terms in outputs.values())
-        start = initial_image(init, content, style, seed=0)
-        result = optimize_pixels(
-            loss,
-            start,
-            max_steps,
-            "lbfgs",
-            stop_at_total=target,
-            progress=progress,
-            description=f"{photo.stem} L-BFGS",
-        )
-        per_step = result.elapsed / max(result.steps, 1)
-        lbfgs = result.image
-        row = [("photo", photo.stem, content), ("style", style_path.stem, style)]
-        for name, (out, seconds, terms) in outputs.items():
-            steps = first_step_at_most(result.history, terms["total"])
-            scores.append(
-                Score(
-                    model=name,
-                    photo=photo.stem,
-                    content=terms["content"],
-                    style=terms["style"],
-                    total=terms["total"],
-                    lbfgs_steps=steps,
-                    time_ratio=None if steps is None else steps * per_step / seconds,
-                    ff_seconds=seconds,
-                    color_distance=color_distance(out, style),
-                    ssim=luminance_ssim(out, content),
-                    lbfgs_color_distance=color_distance(lbfgs, style),
-                    lbfgs_ssim=luminance_ssim(lbfgs, content),
-                    photo_color_distance=color_distance(content, style),
+    for size in sizes:
+        for photo in photos:
+            content = load_image_tensor(photo, size)
+            loss.set_content_image(content)
+            photo_total = evaluate_image(loss, content)["total"]
+            outputs = {}
+            for name, stylizer in models:
+                out, seconds = _time_model(stylizer, content)
+                out = out[..., : content.shape[-2], : content.shape[-1]]
+                outputs[name] = (out, seconds, evaluate_image(loss, out))
+            target = min(terms["total"] for _, _, terms in outputs.values())
+            curves = {
+                init: lbfgs_curve(
+                    loss,
+                    content,
+                    style,
+                    init,
+                    max_steps,
+                    stop_at_total=target,
+                    progress=progress,
+                    description=f"{photo.stem} {size}px L-BFGS from {init}",
                 )
+                for init in inits
+            }
+            first = curves[inits[0]]
+            assert first.image is not None  # computed here, not read from a cache
+            row = [
+                ("photo", f"{photo.stem}, total {photo_total:.3g}", content),
+                ("style", style_path.stem, style),
+            ]
+            for name, (out, seconds, terms) in outputs.items():
+                worth = {init: steps_worth(curve.totals, terms["total"]) for init, curve in curves.items()}
+                lead = worth[inits[0]]
+                scores.append(
+                    Score(
+                        model=name,
+                        photo=photo.stem,
+                        size=size,
+                        content=terms["content"],
+                        style=terms["style"],
+                        total=terms["total"],
+                        photo_total=photo_total,
+                        time_ratio=None if lead is None else lead * first.seconds_per_step / seconds,
+                        ff_seconds=seconds,
+                        color_distance=color_distance(out, style),
+                        ssim=luminance_ssim(out, content),
+                        lbfgs_color_distance=color_distance(first.image, style),
+                        lbfgs_ssim=luminance_ssim(first.image, content),
+                        photo_color_distance=color_distance(content, style),
+                        worth=worth,
+                    )
+                )
+                label = f"~{lead:.0f} L-BFGS steps" if lead is not None else f">{first.steps} L-BFGS steps"
+                row.append((name, f"total {terms['total']:.3g}, {label}", out))
+            row.append(
+                (f"L-BFGS from {inits[0]}, {first.steps} steps", f"total {first.totals[-1]:.3g}", first.image)
             )
-            label = f"~{steps} L-BFGS steps" if steps is not None else f">{result.steps} L-BFGS steps"
-            row.append((name, f"total {terms['total']:.3g}, {label}", out))
-        row.append((f"L-BFGS, {result.steps} steps", f"total {result.history[-1]['total']:.3g}", lbfgs))
-        rows.append(row)
+            if size == sizes[0]:
+                rows.append(row)
     return scores, rows
 
 
@@ -181,46 +207,64 @@ def _fmt(value: float | int | None, digits: int = 3) -> str:
     return str(value) if isinstance(value, int) else f"{value:.{digits}g}"
 
 
+def _steps(value: float | None, max_steps: int) -> str:
+    return f">{max_steps}" if value is None else f"{value:.1f}"
+
+
+def _mean_steps(values: Sequence[float | None], max_steps: int) -> str:
+    if not values:
+        return "–"
+    capped = [max_steps if v is None else v for v in values]
+    return f"{statistics.fmean(capped):.1f}" + ("" if None not in values else " (capped: some >max)")
+
+
 def report(scores: list[Score], max_steps: int) -> str:
-    """Markdown: one table of every model on every photo, then one of the means per model."""
+    """Markdown: one table of every model on every photo and size, then one of the means per model and size."""
+    inits = [init for init in INIT_COLUMN if any(init in s.worth for s in scores)]
+    names = {"noise": "from noise", "content": "from photo"}
     header = [
         "model",
         "photo",
+        "size",
         "content",
         "style",
         "total",
-        "L-BFGS-equiv. steps",
+        "total / photo's",
+        *(f"steps-worth {names[i]}" for i in inits),
         "time ratio",
         "colour dist. (model / L-BFGS / photo)",
         "SSIM (model / L-BFGS)",
     ]
     rows = []
     for s in scores:
-        steps = _fmt(s.lbfgs_steps) if s.lbfgs_steps is not None else f">{max_steps}"
         rows.append(
             [
                 s.model,
                 s.photo,
+                s.size,
                 _fmt(s.content),
                 _fmt(s.style),
                 _fmt(s.total),
-                steps,
+                f"{s.total / s.photo_total:.2f}",
+                *(_steps(s.worth.get(i), max_steps) for i in inits),
                 _fmt(s.time_ratio),
                 f"{s.color_distance:.3f} / {s.lbfgs_color_distance:.3f} / {s.photo_color_distance:.3f}",
                 f"{s.ssim:.3f} / {s.lbfgs_ssim:.3f}",
             ]
         )
     means = []
-    for model in dict.fromkeys(s.model for s in scores):
-        mine = [s for s in scores if s.model == model]
-        steps = [s.lbfgs_steps for s in mine]
-        capped = [max_steps if v is None else v for v in steps]
-        mean_steps = f"{statistics.fmean(capped):.1f}" + ("" if None not in steps else " (capped: some >max)")
+    for model, size in dict.fromkeys((s.model, s.size) for s in scores):
+        mine = [s for s in scores if s.model == model and s.size == size]
+        ratios = [s.total / s.photo_total for s in mine]
         means.append(
             [
                 model,
+                size,
                 _fmt(statistics.fmean(s.total for s in mine)),
-                mean_steps,
+                _fmt(statistics.fmean(s.content for s in mine)),
+                _fmt(statistics.fmean(s.style for s in mine)),
+                f"{statistics.fmean(ratios):.2f} (worst {max(ratios):.2f})",
+                *(_mean_steps([s.worth.get(i) for s in mine], max_steps) for i in inits),
                 _fmt(_mean([s.time_ratio for s in mine])),
                 f"{statistics.fmean(s.ff_seconds for s in mine):.3f}",
                 f"{statistics.fmean(s.color_distance for s in mine):.3f}",
@@ -232,8 +276,12 @@ def report(scores: list[Score], max_steps: int) -> str:
         )
     mean_header = [
         "model",
+        "size",
         "mean total",
-        "mean L-BFGS-equiv. steps",
+        "content",
+        "style",
+        "total / photo's",
+        *(f"steps-worth {names[i]}" for i in inits),
         "mean time ratio",
         "model s/image",
         "colour dist. model",
@@ -273,13 +321,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--weights", default=None, help="loss-network weights file the models were trained with"
     )
-    parser.add_argument("--size", type=int, default=512, help="long side of the photos in pixels")
+    parser.add_argument(
+        "--size", type=int, nargs="+", default=[256, 512], help="long side(s) of the photos in pixels"
+    )
     parser.add_argument("--max-steps", type=int, default=300, help="L-BFGS steps at most per photo")
     parser.add_argument(
         "--init",
-        default="content",
-        choices=["content", "noise"],
-        help="where L-BFGS starts: the photo (fast-style optimize's default) or noise",
+        nargs="+",
+        default=["noise", "content"],
+        choices=["noise", "content"],
+        help="where L-BFGS starts: white noise (Johnson et al.'s protocol) and/or the photo",
     )
     parser.add_argument("--tile", type=int, default=256, help="long side of each contact-sheet image")
     parser.add_argument("--out", type=Path, default=Path("outputs/quality"))
@@ -312,7 +363,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print(device_line())
     print(
-        f"{len(photos)} photos at {args.size} px, L-BFGS from {args.init}, at most {args.max_steps} steps\n"
+        f"{len(photos)} photos at {', '.join(map(str, args.size))} px, L-BFGS from "
+        f"{' and from '.join(args.init)}, at most {args.max_steps} steps\n"
     )
     scores: list[Score] = []
     sheet_rows = []

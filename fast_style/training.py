@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any, TypeVar, overload
@@ -135,6 +136,10 @@ class StyleTransferModule(pl.LightningModule):
         self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler"])
         self._bad_indices: set[int] = set()
         self._samples: torch.Tensor | None = None
+        # Training time so far (CPU seconds of this process and wall seconds), carried across resumes:
+        # learning curves plot quality against it.
+        self._spent = {"cpu_seconds": 0.0, "wall_seconds": 0.0}
+        self._clock: tuple[float, float] | None = None
 
     # -- the step -------------------------------------------------------------------------------
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -189,6 +194,7 @@ class StyleTransferModule(pl.LightningModule):
 
     # -- TensorBoard samples --------------------------------------------------------------------
     def on_train_start(self) -> None:
+        self._clock = (time.process_time(), time.perf_counter())
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is not None and hasattr(datamodule, "sample_images"):
             self._samples = datamodule.sample_images()
@@ -247,9 +253,22 @@ class StyleTransferModule(pl.LightningModule):
                 )
         return result
 
+    def training_time(self) -> dict[str, float]:
+        """CPU and wall seconds spent training so far, this run and the runs it resumed."""
+        spent = dict(self._spent)
+        if self._clock is not None:
+            spent["cpu_seconds"] += time.process_time() - self._clock[0]
+            spent["wall_seconds"] += time.perf_counter() - self._clock[1]
+        return spent
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["fast_style"] = {
             "model": model_config(self.net),
             "style_name": self.style_name,
             "loss": {**self.loss_fn.settings(), **self.style_info},
+            "training_time": self.training_time(),
         }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        spent = checkpoint.get("fast_style", {}).get("training_time") or {}
+        self._spent = {k: float(spent.get(k, 0.0)) for k in self._spent}

@@ -109,6 +109,7 @@ RULES: dict[str, list[Rule]] = {
         Rule("data.max_bad_fraction", *_number(0, high=1)),
         Rule("model.channels", "three positive integers, e.g. [32,64,128]", _channels),
         Rule("model.num_residual", *_int(0)),
+        Rule("model.skip", *_BOOL),
         Rule("trainer.max_steps", *_int(1, also=(-1,))),
         Rule("trainer.max_epochs", *_int(1, also=(-1,))),
         Rule("trainer.log_every_n_steps", *_int(1)),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -73,3 +74,31 @@ def test_optimization_reference_computes_the_same_loss(capsys, layer_weights):
     check_same_loss(loss, reference, content)
     out = capsys.readouterr().out
     assert "loss of a probe image" in out and "WARNING" not in out, out
+
+
+def test_optimize_stability_scores_with_the_style_at_style_scale(
+    monkeypatch, tmp_path, image_folder, style_path
+):
+    """The benchmark's loss is the one ``fast-style optimize`` builds: style long side = style_scale x size."""
+    import benchmarks.optimize_stability as stability
+    from fast_style.images import load_image_tensor
+
+    photos = tmp_path / "held_out"
+    photos.mkdir()
+    first = sorted(image_folder.iterdir())[0]
+    (photos / first.name).write_bytes(first.read_bytes())
+    seen = []
+    real = stability.optimize_image
+
+    def spy(loss, content, style, **kwargs):
+        result = real(loss, content, style, **kwargs)
+        used = loss.style_gram_relu1_2.clone()
+        long_side = round(0.5 * max(content.shape[-2:]))
+        loss.set_style_image(load_image_tensor(style_path, long_side))
+        seen.append(torch.allclose(used, loss.style_gram_relu1_2, rtol=1e-4, atol=1e-7))
+        return result
+
+    monkeypatch.setattr(stability, "optimize_image", spy)
+    args = ["--content", str(photos), "--styles", str(style_path), "--size", "48", "--steps", "1"]
+    stability.main([*args, "--network", "vgg16", "--weights", "none", "style_scale=0.5"])
+    assert seen == [True]

@@ -171,3 +171,41 @@ def test_instance_norm_matches_torch_and_loads_its_state_dict():
     assert torch.allclose(norm(x), reference(x), atol=1e-6)
     norm.statistics = (x.mean((2, 3)), x.var((2, 3), unbiased=False))
     assert torch.allclose(norm(x.clone()), reference(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("cls", [TransformerNet, FastTransformerNet])
+def test_skip_network_starts_as_the_identity_and_learns_a_change(cls):
+    torch.manual_seed(0)
+    net = cls(channels=(4, 8, 8), num_residual=1, skip=True)
+    x = torch.rand(2, 3, 20, 28)
+    eps = net.skip_epsilon
+    assert torch.allclose(net(x), x.clamp(eps, 1 - eps), atol=1e-6)
+    plain = cls(channels=(4, 8, 8), num_residual=1)
+    assert (plain(x) - x).abs().mean() > 0.05  # without the skip the untrained output is not the photo
+    # The zeroed last convolution still gets a gradient, so training moves away from the identity.
+    net(x).sub(0.5).square().mean().backward()
+    last = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    assert last.weight.grad is not None and last.weight.grad.abs().sum() > 0
+    y = net(torch.zeros(1, 3, 8, 8)), net(torch.ones(1, 3, 8, 8))
+    assert all(t.min() >= 0 and t.max() <= 1 for t in y)
+
+
+@pytest.mark.parametrize("cls, arch", [(TransformerNet, "johnson"), (FastTransformerNet, "fast")])
+def test_skip_is_recorded_only_when_on_and_rebuilds(cls, arch):
+    from fast_style.models import check_model_spec
+
+    assert "skip" not in model_config(cls(channels=(4, 8, 8), num_residual=1))["kwargs"]
+    net = cls(channels=(4, 8, 8), num_residual=1, skip=True)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    cfg = model_config(net)
+    assert cfg["kwargs"]["skip"] is True
+    shapes = {k: v.shape for k, v in net.state_dict().items()}
+    check_model_spec(arch, cfg["kwargs"], shapes)
+    with pytest.raises(ValueError, match="skip must be true or false"):
+        check_model_spec(arch, {**cfg["kwargs"], "skip": "yes"}, shapes)
+    clone = build_model(arch, **cfg["kwargs"])
+    clone.load_state_dict(net.state_dict())
+    x = torch.rand(1, 3, 16, 24)
+    assert torch.equal(clone(x), net(x))

@@ -138,6 +138,7 @@ def test_quality_benchmark_scores_a_model_with_its_own_loss(tmp_path, image_fold
             str(style_path.parent),
             "--size",
             "32",
+            "48",
             "--max-steps",
             "3",
             "--out",
@@ -151,10 +152,17 @@ def test_quality_benchmark_scores_a_model_with_its_own_loss(tmp_path, image_fold
     assert code == 0
     assert {p.name for p in out.iterdir()} == {"quality.md", "quality.csv", "quality.png"}
     rows = (out / "quality.csv").read_text().splitlines()
-    assert len(rows) == 3 and rows[0].startswith("model,photo,content,style,total,lbfgs_steps")
-    assert "| tiny | p0 |" in printed and "Means over the photos" in printed
+    # two photos at two sizes, each worth some steps from noise and from the photo
+    assert len(rows) == 5
+    assert rows[0].startswith(
+        "model,photo,size,content,style,total,photo_total,steps_from_noise,steps_from_photo"
+    )
+    assert "| tiny | p0 | 32 |" in printed and "| tiny | p1 | 48 |" in printed
+    assert "steps-worth from noise | steps-worth from photo" in printed and "Means over the photos" in printed
+    means = printed.split("Means over the photos")[1]
+    assert "| tiny | 32 |" in means and "| tiny | 48 |" in means
     sheet = Image.open(out / "quality.png")
-    assert sheet.width > sheet.height  # photo | style | model | L-BFGS, one row per photo
+    assert sheet.width > sheet.height  # photo | style | model | L-BFGS, one row per photo (first size)
 
 
 def test_quality_benchmark_needs_the_models_weights_file(tmp_path, style_path, capsys):
@@ -165,3 +173,65 @@ def test_quality_benchmark_needs_the_models_weights_file(tmp_path, style_path, c
     code = quality([str(model), "--content", str(tmp_path), "--styles", str(style_path.parent)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "weights file features.pt" in err[0], err
+
+
+def test_steps_worth_interpolates_between_the_bracketing_steps():
+    from benchmarks.scoring import steps_worth
+
+    totals = [4.0, 3.0, 2.0, 1.5]
+    assert steps_worth(totals, 5.0) == 0.0  # the start is already as good
+    assert steps_worth(totals, 3.0) == pytest.approx(1.0)
+    assert steps_worth(totals, 2.5) == pytest.approx(1.5)
+    assert steps_worth(totals, 1.75) == pytest.approx(2.5)
+    assert steps_worth(totals, 1.0) is None  # never reached
+    assert steps_worth([], 1.0) is None
+
+
+def test_lbfgs_curve_is_cached_and_reused_only_when_it_covers_the_request(tmp_path, monkeypatch):
+    import benchmarks.scoring as scoring
+    from fast_style.losses import build_perceptual_loss
+
+    torch.manual_seed(0)
+    loss = build_perceptual_loss(network="vgg16", weights="none", style_layers=["relu1_2"])
+    content, style = torch.rand(1, 3, 24, 32), torch.rand(1, 3, 24, 24)
+    loss.set_style_image(style)
+    loss.set_content_image(content)
+    calls = []
+    real = scoring.optimize_pixels
+    monkeypatch.setattr(scoring, "optimize_pixels", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    key = {"photo": "p", "loss": "l"}
+    first = scoring.lbfgs_curve(loss, content, style, "noise", 4, cache=tmp_path, cache_key=key)
+    again = scoring.lbfgs_curve(loss, content, style, "noise", 3, cache=tmp_path, cache_key=key)
+    assert calls == [4] and again.totals == first.totals[:4] and again.image is None
+    scoring.lbfgs_curve(loss, content, style, "noise", 6, cache=tmp_path, cache_key=key)  # longer: run again
+    scoring.lbfgs_curve(loss, content, style, "content", 3, cache=tmp_path, cache_key=key)  # other start
+    assert calls == [4, 6, 3]
+    assert first.totals[0] > first.totals[-1]
+
+
+def test_learning_curve_scores_every_checkpoint_of_a_run(tmp_path, image_folder, style_path, capsys):
+    from PIL import Image
+
+    from benchmarks.learning_curve import main as learning_curve
+    from tests.test_training import train
+
+    run = tmp_path / "run"
+    extra = ["trainer.max_steps=4", "callbacks.model_checkpoint.every_n_train_steps=2", "model.skip=true"]
+    assert train(run, image_folder, style_path, *extra) == 0
+    photos = tmp_path / "held_out"
+    photos.mkdir()
+    for i, path in enumerate(sorted(image_folder.iterdir())[:3]):
+        Image.open(path).save(photos / f"p{i}.png")
+    out = tmp_path / "curve"
+    args = ["--content", str(photos), "--styles", str(style_path.parent), "--photos", "2", "--size", "32"]
+    args += ["--max-steps", "3", "--out", str(out), "--cache", str(tmp_path / "cache"), "--no-progress"]
+    assert learning_curve([str(run), *args]) == 0
+    printed = capsys.readouterr().out
+    rows = (out / "learning_curve.csv").read_text().splitlines()
+    assert rows[0].startswith("run,step,cpu_minutes,wall_minutes,size,total")
+    steps = [int(r.split(",")[1]) for r in rows[1:]]
+    assert steps == [2, 4]
+    assert all(float(r.split(",")[2]) > 0 for r in rows[1:])  # training CPU time recorded per checkpoint
+    assert "p0, p1" in printed and "| run | 32 | 4 |" in printed
+    assert Image.open(out / "learning_curve.png").size[0] > 800
+    assert len(list((tmp_path / "cache").glob("lbfgs_*.json"))) == 2  # one curve per photo, reused

@@ -189,7 +189,26 @@ def train(cfg: DictConfig) -> Path:
     except OSError as exc:  # disk full, folder removed, ...
         raise RunFailed(f"training failed: {one_line(exc)}{_resume_hint(run_dir)}") from None
     log.info("checkpoints in %s", run_dir / "checkpoints")
+    print(_next_steps(cfg, run_dir))
     return run_dir
+
+
+def _next_steps(cfg: DictConfig, run_dir: Path) -> str:
+    """Where the run's curves are and the commands that export and score its model, for the end of a run."""
+    style = Path(str(cfg.style_image))
+    weights = str(cfg.loss.get("weights", "imagenet"))
+    weights_arg = "" if weights.lower() in ("imagenet", "none") else f" --weights {weights}"
+    model = f"{style.stem}.safetensors"
+    return "\n".join(
+        [
+            f"Training losses and samples: tensorboard --logdir {run_dir / 'tensorboard'}",
+            "Score every checkpoint of the run on photos it never saw (from a clone of fast_style):",
+            f"  python -m benchmarks.learning_curve {run_dir} --content PHOTOS/ --styles {style.parent}{weights_arg}",
+            "Export the model and score it against L-BFGS from white noise and from the photo:",
+            f"  fast-style export {run_dir / 'checkpoints' / 'last.ckpt'} -o {model}",
+            f"  python -m benchmarks.quality {model} --content PHOTOS/ --styles {style.parent}{weights_arg}",
+        ]
+    )
 
 
 def _resume_hint(run_dir: Path) -> str:

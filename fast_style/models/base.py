@@ -95,7 +95,14 @@ class ResidualTransformNetwork(TransformNetwork):
     quarter of the size; ``num_residual`` blocks (``residual_block(width)``, two 3x3 convolutions
     each) run there; the decoder, built by the subclass, upsamples twice by 2 with a 3x3
     convolution after each and ends in a ``last_kernel`` convolution.
+
+    With ``skip`` the network learns a change of its input rather than a new image: the output is
+    ``sigmoid(logit(x) + y)`` for the decoder's output ``y``, and the last convolution starts at zero,
+    so an untrained network returns its input and training only has to add the style.
     """
+
+    # Inputs are clamped this far inside (0, 1) before the logit of the global skip.
+    skip_epsilon: ClassVar[float] = 1e-3
 
     def __init__(
         self,
@@ -105,6 +112,7 @@ class ResidualTransformNetwork(TransformNetwork):
         first_kernel: int,
         last_kernel: int,
         residual_block: Callable[[int], nn.Module],
+        skip: bool = False,
     ) -> None:
         super().__init__()
         if len(channels) != 3 or any(int(c) <= 0 for c in channels):
@@ -114,6 +122,7 @@ class ResidualTransformNetwork(TransformNetwork):
         c1, c2, c3 = (int(c) for c in channels)
         self.channels = (c1, c2, c3)
         self.num_residual = int(num_residual)
+        self.skip = bool(skip)
         self.first_kernel, self.last_kernel = first_kernel, last_kernel
         self.encoder = nn.Sequential(
             ConvLayer(3, c1, first_kernel),
@@ -124,7 +133,26 @@ class ResidualTransformNetwork(TransformNetwork):
 
     def config(self) -> dict[str, Any]:
         """Constructor arguments that rebuild this network (stored in checkpoints and exports)."""
-        return {"channels": list(self.channels), "num_residual": self.num_residual}
+        config: dict[str, Any] = {"channels": list(self.channels), "num_residual": self.num_residual}
+        if self.skip:  # recorded only when on, so files written before the option read the same
+            config["skip"] = True
+        return config
+
+    def _zero_last_conv(self, conv: nn.Conv2d) -> None:
+        """With ``skip``, start the last convolution at zero: the untrained network is the identity."""
+        if self.skip:
+            nn.init.zeros_(conv.weight)
+            if conv.bias is not None:
+                nn.init.zeros_(conv.bias)
+
+    def to_image(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The output image in [0, 1] from the decoder's output ``y`` (and the input ``x`` with ``skip``)."""
+        if self.skip:
+            # logit written with log, which every exporter knows; a bounded output keeps the perceptual
+            # loss in the range VGG was trained on.
+            x = x.float().clamp(self.skip_epsilon, 1 - self.skip_epsilon)
+            y = y + (torch.log(x) - torch.log1p(-x))
+        return torch.sigmoid(y)
 
     def receptive_radius(self) -> int:
         """Pixels of context on each side that one output pixel depends on (tiling margin)."""

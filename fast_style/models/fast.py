@@ -71,16 +71,24 @@ class FastTransformerNet(ResidualTransformNetwork):
 
     arch = "fast"
 
-    def __init__(self, channels: Sequence[int] = (16, 32, 64), num_residual: int = 4) -> None:
+    def __init__(
+        self, channels: Sequence[int] = (16, 32, 64), num_residual: int = 4, skip: bool = False
+    ) -> None:
         super().__init__(
-            channels, num_residual, first_kernel=5, last_kernel=3, residual_block=_SeparableResidual
+            channels,
+            num_residual,
+            first_kernel=5,
+            last_kernel=3,
+            residual_block=_SeparableResidual,
+            skip=skip,
         )
         c1, c2, c3 = self.channels
         self.up1 = SeparableUpsample(c3, c2)
         self.up2 = SeparableUpsample(c2, c1)
         self.head = ConvLayer(c1, 3, self.last_kernel, norm=False, relu=False)
+        self._zero_last_conv(self.head.conv)
 
     def forward_aligned(self, x: torch.Tensor) -> torch.Tensor:
         """Stylize ``(B, 3, H, W)`` in [0, 1] whose ``H`` and ``W`` are multiples of ``multiple``."""
         y = self.residuals(self.encoder(x))
-        return torch.sigmoid(self.head(self.up2(self.up1(y))))
+        return self.to_image(x, self.head(self.up2(self.up1(y))))

@@ -42,7 +42,7 @@ MAX_RESIDUAL = 64
 
 
 def _check_kwargs(arch: str, kwargs: Mapping[str, Any]) -> None:
-    unknown = sorted(set(kwargs) - {"channels", "num_residual"})
+    unknown = sorted(set(kwargs) - {"channels", "num_residual", "skip"})
     if unknown:
         raise ValueError(f"unknown {arch} setting(s) {unknown}")
     channels = kwargs.get("channels", [1, 1, 1])
@@ -57,6 +57,8 @@ def _check_kwargs(arch: str, kwargs: Mapping[str, Any]) -> None:
     blocks = kwargs.get("num_residual", 0)
     if not isinstance(blocks, int) or isinstance(blocks, bool) or not 0 <= blocks <= MAX_RESIDUAL:
         raise ValueError(f"num_residual must be an integer from 0 to {MAX_RESIDUAL}, got {blocks!r}")
+    if not isinstance(kwargs.get("skip", False), bool):
+        raise ValueError(f"skip must be true or false, got {kwargs['skip']!r}")
 
 
 def check_model_spec(arch: str, kwargs: Mapping[str, Any], shapes: Mapping[str, Sequence[int]]) -> None:

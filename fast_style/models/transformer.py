@@ -17,22 +17,23 @@ class TransformerNet(ResidualTransformNetwork):
     """9x9 conv, two stride-2 convs, residual blocks, two upsample+conv, 9x9 conv.
 
     Takes and returns float images ``(B, 3, H, W)`` in [0, 1]. Any ``H x W`` works: the input is
-    reflect-padded to a multiple of 4 and the output cropped back.
+    reflect-padded to a multiple of 4 and the output cropped back. ``skip``: see
+    ``ResidualTransformNetwork``.
     """
 
     arch = "johnson"
 
-    def __init__(self, channels: Sequence[int] = (32, 64, 128), num_residual: int = 5) -> None:
-        super().__init__(channels, num_residual, first_kernel=9, last_kernel=9, residual_block=ResidualBlock)
-        c1, c2, c3 = self.channels
-        self.decoder = nn.Sequential(
-            UpsampleConvLayer(c3, c2, 3),
-            UpsampleConvLayer(c2, c1, 3),
-            ConvLayer(c1, 3, self.last_kernel, norm=False, relu=False),
+    def __init__(
+        self, channels: Sequence[int] = (32, 64, 128), num_residual: int = 5, skip: bool = False
+    ) -> None:
+        super().__init__(
+            channels, num_residual, first_kernel=9, last_kernel=9, residual_block=ResidualBlock, skip=skip
         )
+        c1, c2, c3 = self.channels
+        last = ConvLayer(c1, 3, self.last_kernel, norm=False, relu=False)
+        self.decoder = nn.Sequential(UpsampleConvLayer(c3, c2, 3), UpsampleConvLayer(c2, c1, 3), last)
+        self._zero_last_conv(last.conv)
 
     def forward_aligned(self, x: torch.Tensor) -> torch.Tensor:
         """Stylize ``(B, 3, H, W)`` in [0, 1] whose ``H`` and ``W`` are multiples of ``multiple``."""
-        y = self.decoder(self.residuals(self.encoder(x)))
-        # A bounded output keeps the perceptual loss in the range VGG was trained on.
-        return torch.sigmoid(y)
+        return self.to_image(x, self.decoder(self.residuals(self.encoder(x))))
