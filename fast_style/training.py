@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable
 from functools import partial
@@ -24,6 +25,8 @@ log = logging.getLogger(__name__)
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
+# Scheduler arguments that mean the run's length in steps; None asks for it.
+_RUN_LENGTH_ARGUMENTS = ("T_max", "total_steps")
 
 
 def _keep_implementation_flags(
@@ -189,8 +192,23 @@ class StyleTransferModule(pl.LightningModule):
         optimizer.register_load_state_dict_pre_hook(_keep_implementation_flags)
         if self.scheduler_factory is None:
             return optimizer
-        scheduler = self.scheduler_factory(optimizer)
+        scheduler = self._with_run_length(self.scheduler_factory)(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _with_run_length(self, factory: SchedulerFactory) -> SchedulerFactory:
+        """``factory`` with a run-length argument left ``None`` (``T_max``, ``total_steps``) set to the run's steps."""
+        if not isinstance(factory, partial):
+            return factory
+        missing = [k for k in _RUN_LENGTH_ARGUMENTS if k in factory.keywords and factory.keywords[k] is None]
+        if not missing:
+            return factory
+        steps = self.trainer.estimated_stepping_batches
+        if not math.isfinite(steps) or steps <= 0:
+            raise FastStyleError(
+                f"scheduler.{missing[0]}=null takes the run's length, but this run has no end; "
+                "set trainer.max_steps or trainer.max_epochs, or give the scheduler a length"
+            )
+        return partial(factory, **{k: int(steps) for k in missing})
 
     # -- TensorBoard samples --------------------------------------------------------------------
     def on_train_start(self) -> None:

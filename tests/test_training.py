@@ -291,3 +291,30 @@ def test_resize_size_below_crop_is_a_clear_error(tmp_path, image_folder):
 
     with pytest.raises(FastStyleError, match="resize_size must be at least"):
         StyleDataModule(str(image_folder), image_size=64, resize_size=32, num_workers=0)
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "onecycle"])
+def test_schedules_without_a_length_last_the_run(tmp_path, image_folder, style_path, schedule):
+    run = tmp_path / "run"
+    assert train(run, image_folder, style_path, f"scheduler={schedule}", "trainer.max_steps=4") == 0
+    acc = events(run)
+    tag = next(t for t in acc.Tags()["scalars"] if t.startswith("lr-"))
+    lrs = {e.step: e.value for e in acc.Scalars(tag)}
+    if schedule == "cosine":  # lr 1e-3 to eta_min 1e-5 over T_max = 4 steps: halfway after 2
+        assert lrs[2] == pytest.approx((1e-3 + 1e-5) / 2, rel=1e-3)
+    else:  # up towards max_lr 4e-3, then down below its start (max_lr / 10) by the 4th step
+        assert max(lrs.values()) > 3e-3 and lrs[max(lrs)] < 4e-4
+
+
+def test_a_schedule_without_a_length_needs_a_run_with_an_end(tmp_path, image_folder, style_path, capsys):
+    run = tmp_path / "run"
+    code = train(
+        run,
+        image_folder,
+        style_path,
+        "scheduler=cosine",
+        "trainer.max_steps=-1",
+        "+trainer.max_time=00:00:00:30",
+    )
+    err = capsys.readouterr().err
+    assert code != 0 and "scheduler.T_max=null takes the run's length" in err
