@@ -43,6 +43,8 @@ def _ticks(low: float, high: float, count: int = 5) -> list[float]:
 
 
 def _label(value: float) -> str:
+    if abs(value - round(value)) < 1e-9 and abs(value) < 1e6:
+        return str(round(value))
     return f"{value:.3g}"
 
 
@@ -58,7 +60,7 @@ def line_chart(
     image = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(image)
     font, small = _font(14), _font(11)
-    left, right, top, bottom = 52, 12, 26, 40
+    left, right, top, bottom = 52, 24, 26, 40
     points = [p for pts in series.values() for p in pts if math.isfinite(p[1])]
     draw.text((left, 5), title, fill="black", font=font)
     if not points:

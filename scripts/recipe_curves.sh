@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The recipe comparison of checkpoints/README.md ("Quality per CPU-hour"): each candidate trains Starry
+# Night on coco128 for the same time on one CPU thread (two candidates at a time on a 2-core
+# machine), saving a checkpoint every 250 steps; benchmarks.learning_curve then scores every
+# checkpoint against L-BFGS from white noise on the five photos of ../shared/data/content.
+#   scripts/recipe_curves.sh [NAME ...]      (default: every candidate below; runs in $RUNS)
+# MINUTES sets each run's training time (default 25), RUNS the folder (default runs/curves).
+# Needs ../shared (coco128, the style images, the VGG16-BN stand-in weights) beside the project.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SHARED=${SHARED:-../shared}
+RUNS=${RUNS:-runs/curves}
+MINUTES=${MINUTES:-25}
+PYTHON=${PYTHON:-python}
+declare -A CANDIDATES=(
+    [base]=""                                                   # the recipe of the shipped files
+    [skip]="model.skip=true"                                    # start from the identity
+    [full]="model.channels=[32,64,128]"                         # full width
+    [skip_full]="model.skip=true model.channels=[32,64,128]"
+    [skip_crop192]="model.skip=true data.image_size=192"
+    [skip_full_crop192]="model.skip=true model.channels=[32,64,128] data.image_size=192"
+)
+names=("$@")
+[ ${#names[@]} -eq 0 ] && names=(base skip full skip_full skip_crop192 skip_full_crop192)
+mkdir -p "$RUNS"
+for name in "${names[@]}"; do
+    [ -n "${CANDIDATES[$name]+set}" ] || { echo "unknown candidate $name" >&2; exit 2; }
+    while [ "$(jobs -rp | wc -l)" -ge 2 ]; do wait -n; done
+    # shellcheck disable=SC2086
+    OMP_NUM_THREADS=1 "$PYTHON" -m fast_style.cli.main train experiment=cpu_demo \
+        style_image="$SHARED/data/styles/starry_night.jpg" data.root="$SHARED/data/coco128" \
+        loss.network=vgg16_bn loss.weights="$SHARED/weights/vgg16_bn_features_offline.pt" \
+        trainer.max_steps=1000000 +trainer.max_time="00:00:$MINUTES:00" trainer.enable_progress_bar=false \
+        callbacks.model_checkpoint.every_n_train_steps=250 hydra.run.dir="$RUNS/$name" \
+        ${CANDIDATES[$name]} > "$RUNS/$name.log" 2>&1 &
+done
+wait
+runs=()
+for name in "${names[@]}"; do runs+=("$RUNS/$name"); done
+"$PYTHON" -m benchmarks.learning_curve "${runs[@]}" --content "$SHARED/data/content" \
+    --styles "$SHARED/data/styles" --weights "$SHARED/weights/vgg16_bn_features_offline.pt" \
+    --max-steps 150 --out "$RUNS/learning_curve" --no-progress
