@@ -271,3 +271,9 @@ def test_safetensors_converts_to_onnx(tiny_model: Path, tmp_path: Path) -> None:
     expected = Stylizer.from_file(tiny_model).stylize_tensor(images)
     assert torch.allclose(Stylizer.from_file(out).stylize_tensor(images), expected, atol=1e-4)
     assert read_metadata(out)["style_name"] == "tiny_style"
+
+
+def test_help_lists_only_the_formats_offered(capsys: pytest.CaptureFixture[str]) -> None:
+    assert export_main(["--help"]) == 0
+    text = capsys.readouterr().out
+    assert "{safetensors,onnx}" in text and "torchscript" not in text.split("TorchScript")[0].lower()

@@ -302,7 +302,6 @@ def _truncated_jpeg(path: Path) -> None:
 @pytest.mark.parametrize(
     ("name", "make", "message"),
     [
-        ("missing.jpg", None, "image not found"),
         ("empty.jpg", lambda p: p.write_bytes(b""), "image file is empty"),
         ("notes.jpg", lambda p: p.write_text("not a picture"), "not an image"),
         ("cut.jpg", _truncated_jpeg, "cannot read image"),
@@ -318,8 +317,7 @@ def test_bad_input(
 ) -> None:
     src = tmp_path / "in" / name
     src.parent.mkdir()
-    if make is not None:
-        make(src)  # type: ignore[operator]
+    make(src)  # type: ignore[operator]
     out = tmp_path / "out" / "result.jpg"
     code, stdout, err = run([src, "-m", tiny_model, "-o", out], capsys)
     assert code == 1
@@ -518,11 +516,12 @@ def test_batch_goes_on_past_bad_files(
     out = tmp_path / "styled"
     out.mkdir()
     (out / "img2.jpg").write_bytes(b"already here")
-    code, stdout, err = run([image_folder, tmp_path / "missing.png", "-m", tiny_model, "-o", out], capsys)
+    (image_folder / "empty.jpg").write_bytes(b"")
+    code, stdout, err = run([image_folder, "-m", tiny_model, "-o", out], capsys)
     assert code == 1
     lines = err.strip().splitlines()
     assert len(lines) == 3 and all(line.startswith("fast-style stylize: error:") for line in lines)
-    assert any("broken.png" in line for line in lines) and any("missing.png" in line for line in lines)
+    assert any("broken.png" in line for line in lines) and any("empty.jpg" in line for line in lines)
     assert any("img2.jpg exists" in line for line in lines)
     assert "stylized 5 of 8 image(s)" in stdout and "3 failed" in stdout
     assert files_in(out) == ["img0.jpg", "img1.png", "img2.jpg", "img3.png", "img4.jpg", "sub/img5.png"]
@@ -645,3 +644,16 @@ def test_exclusive_write_keeps_a_file_that_appeared_meanwhile(tmp_path: Path) ->
         target.write_bytes(b"someone else's")  # created after the early existence check
     assert target.read_bytes() == b"someone else's"
     assert files_in(tmp_path) == ["out.png"]
+
+
+def test_a_missing_input_is_bad_input_before_any_work(
+    tiny_model: Path, image_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "styled"
+    code, stdout, err = run([image_folder, tmp_path / "missing.png", "-m", tiny_model, "-o", out], capsys)
+    assert code == 2  # the README's exit-code table: a missing file is bad input
+    assert (
+        err.strip()
+        == f"fast-style stylize: error: input not found: {tmp_path / 'missing.png'}; nothing was stylized"
+    )
+    assert not out.exists() and stdout == ""

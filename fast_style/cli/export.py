@@ -32,7 +32,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--format",
+        # torchscript is accepted only to be refused with the reason; the help lists what is offered
         choices=["safetensors", "onnx", "torchscript"],
+        metavar="{safetensors,onnx}",
         default=None,
         help="output format (default: from OUT's extension, else safetensors)",
     )

@@ -48,9 +48,14 @@ class Job:
 def plan_jobs(inputs: Sequence[str], output: str) -> list[Job]:
     """Map inputs (files or folders) to output files; OUTPUT is a file for one input, else a folder.
 
-    Raises ``FastStyleError`` for problems that concern the whole command: an unknown output
-    extension, an output that is a file where a folder is needed, or two inputs with one output.
+    Raises ``FastStyleError`` for problems that concern the whole command: an input that does not
+    exist, an unknown output extension, an output that is a file where a folder is needed, or two
+    inputs with one output.
     """
+    missing = [name for name in inputs if not Path(name).exists()]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise FastStyleError(f"input not found: {missing[0]}{more}; nothing was stylized")
     out = Path(output)
     single = len(inputs) == 1 and not Path(inputs[0]).is_dir()
     as_folder = out.is_dir() or output.endswith(("/", os.sep))  # "-o newdir/" names a folder to create
