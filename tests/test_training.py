@@ -61,8 +61,20 @@ def test_the_eval_mode_warning_is_silenced_only_while_fitting(tmp_path, image_fo
 
     assert not any(f[1] is not None and "eval mode" in f[1].pattern for f in warnings.filters)
     assert train(tmp_path / "run", image_folder, style_path, "trainer.max_steps=1") == 0
-    assert not [w for w in recwarn if "in eval mode" in str(w.message)]
+    assert not [w for w in recwarn if "in eval mode" in str(w.message) or "LeafSpec" in str(w.message)]
     assert not any(f[1] is not None and "eval mode" in f[1].pattern for f in warnings.filters)
+
+
+def test_train_prints_no_advertising_and_ends_with_how_to_score_the_run(
+    tmp_path, image_folder, style_path, capfd
+):
+    assert train(tmp_path / "run", image_folder, style_path, "trainer.max_steps=1") == 0
+    printed = "".join(capfd.readouterr())
+    assert "Tip:" not in printed and "litlogger" not in printed.lower()
+    assert f"python -m benchmarks.learning_curve {tmp_path / 'run'} --content PHOTOS/" in printed
+    assert (
+        f"fast-style export {tmp_path / 'run' / 'checkpoints' / 'last.ckpt'} -o style.safetensors" in printed
+    )
 
 
 def test_train_writes_checkpoint_scalars_and_images(tmp_path, image_folder, style_path):

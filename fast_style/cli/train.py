@@ -158,6 +158,7 @@ def train(cfg: DictConfig) -> Path:
     if resume is not None:
         purge["purge_step"] = int(resume[1].get("global_step", 0))
         drop_events_from(run_dir / "tensorboard", purge["purge_step"])
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_drop_advertising)
     logger = instantiate(cfg.logger, **purge)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
@@ -178,6 +179,8 @@ def train(cfg: DictConfig) -> Path:
             warnings.filterwarnings(
                 "ignore", message=r"Found \d+ module\(s\) in eval mode", category=PossibleUserWarning
             )
+            # Raised inside Lightning about its own use of torch's pytree API: nothing a user can act on.
+            warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume[0] if resume is not None else None)
     except SystemExit:
         if trainer.interrupted:  # Lightning turns Ctrl-C into exit(1) after a graceful stop
@@ -209,6 +212,11 @@ def _next_steps(cfg: DictConfig, run_dir: Path) -> str:
             f"  python -m benchmarks.quality {model} --content PHOTOS/ --styles {style.parent}{weights_arg}",
         ]
     )
+
+
+def _drop_advertising(record: logging.LogRecord) -> bool:
+    """Logging filter: Lightning's tips that advertise other products are not about this run."""
+    return "Tip:" not in record.getMessage()
 
 
 def _resume_hint(run_dir: Path) -> str:
