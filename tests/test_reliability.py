@@ -294,10 +294,19 @@ def test_a_second_train_into_a_run_folder_is_refused(tmp_path, image_folder, sty
 
 
 def test_a_refused_run_leaves_no_folder(tmp_path, image_folder, capsys):
-    run = tmp_path / "run"
+    run = tmp_path / "runs" / "train" / "run"  # none of these folders exists yet
     assert train(run, image_folder, tmp_path / "missing.png", "trainer.max_steps=1") == 2
     assert "missing.png" in one_error(capsys.readouterr().err, "train")
-    assert not run.exists()
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_refused_optimize_leaves_no_folder_and_keeps_what_was_there(tmp_path, photo, style_path, capsys):
+    (tmp_path / "runs" / "keep.txt").parent.mkdir()
+    (tmp_path / "runs" / "keep.txt").write_text("mine")
+    run = tmp_path / "runs" / "optimize" / "today"
+    code = optimize(run, f"content_image={photo}", f"style_image={tmp_path / 'missing.png'}", "output=o.png")
+    assert code == 2 and "missing.png" in one_error(capsys.readouterr().err, "optimize")
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["keep.txt"]
 
 
 def test_compare_refuses_a_used_run_folder_without_touching_it(

@@ -141,8 +141,26 @@ def _is_rank_zero() -> bool:
     return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
 
 
-def _only_hydra_files(folder: Path, command: str) -> bool:
-    return folder.is_dir() and all(p.name in (".hydra", f"{command}.log") for p in folder.iterdir())
+def _first_missing_folder(run_dir: Path) -> Path | None:
+    """The outermost folder on the way to ``run_dir`` that does not exist yet (``None``: it exists)."""
+    if run_dir.exists():
+        return None
+    missing = run_dir.absolute()
+    while not missing.parent.exists():
+        missing = missing.parent
+    return missing
+
+
+def _only_hydra_files(created: Path, run_dir: Path, command: str) -> bool:
+    """Whether ``created`` holds nothing but the folders down to ``run_dir`` and Hydra's files in it."""
+    run_dir = run_dir.absolute()
+    for path in created.rglob("*"):
+        inside_run = path.is_relative_to(run_dir) and path != run_dir
+        if inside_run and path.relative_to(run_dir).parts[0] in (".hydra", f"{command}.log"):
+            continue
+        if not (path.is_dir() and run_dir.is_relative_to(path)):  # a folder on the way down
+            return False
+    return created.is_dir()
 
 
 def run_hydra_task(
@@ -179,7 +197,7 @@ def run_hydra_task(
             pin = f"hydra.run.dir={run_dir}"
             if not any(arg.startswith("hydra.run.dir=") for arg in args) and _parses(pin):
                 args.append(pin)  # the timestamp of the checked folder
-            created = None if run_dir.exists() else run_dir
+            created = _first_missing_folder(run_dir)
     except FastStyleError as exc:
         print(f"fast-style {command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -210,7 +228,7 @@ def run_hydra_task(
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     finally:
         sys.argv = saved
-    if code == 2 and created is not None and _only_hydra_files(created, command):
+    if code == 2 and created is not None and _only_hydra_files(created, run_dir, command):
         shutil.rmtree(created, ignore_errors=True)  # refused before any work: leave nothing behind
     return code
 
