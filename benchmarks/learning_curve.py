@@ -34,11 +34,12 @@ import torch
 
 from benchmarks.common import device_line, markdown_table
 from benchmarks.plot import chart_grid, line_chart
-from benchmarks.scoring import file_digest, lbfgs_curve, steps_worth
+from benchmarks.scoring import lbfgs_curve, steps_worth
 from fast_style.checkpoints import read_training_checkpoint
 from fast_style.compare import evaluate_image
 from fast_style.errors import FastStyleError
 from fast_style.export import export_safetensors
+from fast_style.files import file_sha256
 from fast_style.images import IMAGE_EXTENSIONS, load_image_tensor
 from fast_style.inference import Stylizer
 from fast_style.inference.loading import read_metadata
@@ -90,15 +91,15 @@ class _Yardstick:
         style_path = self.styles / recorded["style_image"]
         if not style_path.is_file():
             raise FastStyleError(f"style image {recorded['style_image']} not found in {self.styles}")
-        key = json.dumps([loss_args, file_digest(style_path), recorded["style_size"]], sort_keys=True)
+        key = json.dumps([loss_args, file_sha256(style_path), recorded["style_size"]], sort_keys=True)
         if key not in self._losses:
             loss = build_perceptual_loss(**loss_args)
             style = load_image_tensor(style_path, int(recorded["style_size"]))
             loss.set_style_image(style)
             cache_key = {
                 "loss": {k: v for k, v in loss_args.items() if k != "weights"},
-                "weights": file_digest(self.weights) if Path(str(self.weights)).is_file() else self.weights,
-                "style": file_digest(style_path),
+                "weights": file_sha256(self.weights) if Path(str(self.weights)).is_file() else self.weights,
+                "style": file_sha256(style_path),
                 "style_size": recorded["style_size"],
             }
             self._losses[key] = (loss, style, cache_key)
@@ -137,7 +138,7 @@ def score_run(
                         "noise",
                         args.max_steps,
                         cache=args.cache,
-                        cache_key={**cache_key, "photo": file_digest(photo)},
+                        cache_key={**cache_key, "photo": file_sha256(photo)},
                         progress=progress,
                         description=f"{photo.stem} {size}px L-BFGS from noise",
                     )

@@ -22,7 +22,7 @@ import torch
 from fast_style.losses import PerceptualLoss
 from fast_style.optimize import initial_image, optimize_pixels
 
-__all__ = ["Curve", "file_digest", "lbfgs_curve", "steps_worth"]
+__all__ = ["Curve", "lbfgs_curve", "steps_worth"]
 
 
 @dataclass
@@ -54,11 +54,6 @@ def steps_worth(totals: Sequence[float], total: float) -> float | None:
             before, after = totals[step - 1], totals[step]
             return step - 1 + (before - total) / (before - after)
     return None
-
-
-def file_digest(path: str | Path) -> str:
-    """SHA-256 of a file's bytes (the cache key names photos and style images by content)."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _cache_file(cache: Path, key: dict[str, Any]) -> Path:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -11,7 +13,23 @@ from pathlib import Path
 
 from fast_style.errors import FastStyleError
 
-__all__ = ["atomic_path", "check_writable", "rescue_path"]
+__all__ = ["atomic_path", "check_writable", "file_sha256", "rescue_path"]
+
+
+@functools.lru_cache(maxsize=32)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file's bytes (remembered while the file's size and modification time stay the same)."""
+    resolved = Path(path).expanduser().resolve()
+    stat = resolved.stat()
+    return _sha256(str(resolved), stat.st_size, stat.st_mtime_ns)
 
 
 def _umask() -> int:

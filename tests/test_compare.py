@@ -272,3 +272,22 @@ def test_cli_bad_model_file_is_one_line(tmp_path, style_path, capsys, model, mes
     assert code == 2
     assert len(err) == 1 and err[0].startswith("fast-style compare: error:") and message in err[0], err
     assert not (tmp_path / "run" / "compare.csv").exists()
+
+
+def test_cli_knows_the_style_image_by_its_content_not_its_name(tmp_path, style_path):
+    from fast_style.files import file_sha256
+
+    content_path = tmp_path / "photo.png"
+    random_image((64, 48), 4).save(content_path)
+    recorded = {"network": "vgg16_bn", "style_image": "painting.jpg", "style_sha256": file_sha256(style_path)}
+    model = write_model(tmp_path, loss=recorded)
+    renamed = tmp_path / "copy of the painting.png"
+    renamed.write_bytes(style_path.read_bytes())
+    other = tmp_path / "other.png"
+    random_image((48, 48), 9).save(other)
+    args = [f"content_image={content_path}", f"model_file={model}", "image_size=32", "steps=[1]", "repeats=1"]
+    assert run_cli(tmp_path / "a", f"style_image={renamed}", *args, "figure_tile=32") == 0
+    assert "trained with another loss" not in (tmp_path / "a" / "run" / "compare.md").read_text()
+    assert run_cli(tmp_path / "b", f"style_image={other}", *args, "figure_tile=32") == 0
+    markdown = (tmp_path / "b" / "run" / "compare.md").read_text()
+    assert "style image painting.jpg (model) vs other.png (here)" in markdown

@@ -108,6 +108,9 @@ def test_training_records_the_loss_and_export_carries_it(tmp_path, image_folder,
     loss = recorded_loss(Stylizer.from_file(out, backend="torch").metadata)
     assert loss["style_weight"] == 3.5 and loss["style_layer_weights"] == "auto"
     assert loss["style_image"] == style_path.name and loss["style_size"] > 0
+    from fast_style.files import file_sha256
+
+    assert loss["style_sha256"] == file_sha256(style_path)  # compare knows the picture under any name
     assert len(loss["resolved_style_layer_weights"]) == len(loss["style_layers"])
     assert loss["weights"] == "none"
     json.dumps(loss)  # plain values only

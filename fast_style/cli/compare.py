@@ -20,7 +20,7 @@ from fast_style.cli.pixel_inputs import (
     style_paths,
 )
 from fast_style.errors import FastStyleError, RunFailed, one_line
-from fast_style.files import check_writable
+from fast_style.files import check_writable, file_sha256
 
 __all__ = [
     "adopt_model_loss",
@@ -121,7 +121,11 @@ def compare(cfg: DictConfig) -> Path:
     differences = adopt_model_loss(cfg, recorded, _overridden("loss")) if recorded else []
     check_style_sides(styles, paths, int(style_size), cfg.loss)
     trained_style = recorded.get("style_image")
-    if trained_style and [Path(p).name for p in paths] != [trained_style]:
+    if recorded.get("style_sha256"):  # the same picture under any name is the same style
+        same_style = [file_sha256(p) for p in paths] == [recorded["style_sha256"]]
+    else:  # files recorded before the hash: by name
+        same_style = [Path(p).name for p in paths] == [trained_style]
+    if trained_style and not same_style:
         differences.append(
             f"style image {trained_style} (model) vs {', '.join(Path(p).name for p in paths)} (here)"
         )

@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from fast_style.cli.hydra_app import run_hydra_task
 from fast_style.errors import FastStyleError, RunFailed, one_line
-from fast_style.files import atomic_path
+from fast_style.files import atomic_path, file_sha256
 
 if TYPE_CHECKING:
     import torch
@@ -141,7 +141,11 @@ def train(cfg: DictConfig) -> Path:
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         log_images_every_n_steps=cfg.log_images_every_n_steps,
         style_name=Path(cfg.style_image).stem,
-        style_info={"style_image": Path(cfg.style_image).name, "style_size": int(max(style.shape[-2:]))},
+        style_info={
+            "style_image": Path(cfg.style_image).name,
+            "style_size": int(max(style.shape[-2:])),
+            "style_sha256": file_sha256(cfg.style_image),
+        },
         run_config=config_dict(cfg),
         channels_last=cfg.speed.channels_last,
         compile_net=cfg.speed.compile,

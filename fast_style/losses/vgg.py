@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import os
 import warnings
 from collections.abc import Iterable, Mapping
@@ -16,6 +14,7 @@ from torchvision import models
 from torchvision.models.vgg import cfgs, make_layers
 
 from fast_style.errors import FastStyleError
+from fast_style.files import file_sha256
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -172,23 +171,13 @@ def load_vgg_features(network: str, weights: str | os.PathLike[str] | None, last
     return features
 
 
-@functools.lru_cache(maxsize=8)
-def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def weights_file_identity(weights: str) -> dict[str, str]:
     """``weights_file`` (the name) and ``weights_sha256`` of a weights path; empty for imagenet/none."""
     if weights.lower() in ("imagenet", "none", ""):
         return {}
     path = Path(weights).expanduser()
     try:
-        stat = path.stat()
-        digest = _sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+        digest = file_sha256(path)
     except OSError:
         return {"weights_file": path.name}
     return {"weights_file": path.name, "weights_sha256": digest}
