@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
 from fast_style.errors import FastStyleError
 
@@ -143,7 +144,7 @@ def validate_config(cfg: DictConfig, command: str) -> None:
     for rule in RULES.get(command, []):
         try:
             value = OmegaConf.select(cfg, rule.key, default=_ABSENT, throw_on_missing=False)
-        except Exception:  # an interpolation that only resolves inside the run
+        except InterpolationResolutionError:  # e.g. ${hydra:...}, which resolves only inside the run
             continue
         if value is _ABSENT:
             continue
@@ -185,7 +186,7 @@ def warn_if_poor_style(path: str | Path, image: Any) -> None:
     try:
         with Image.open(path) as img:
             size = img.size
-    except Exception:
+    except OSError:  # read once already; a file replaced since then is reported where it is read again
         return
     if float(image.flatten(-2).std(-1).max()) < 1.0 / 255:  # per channel: a red image is flat too
         log.warning("style image %s is a flat colour (%dx%d px): there is no style to learn", path, *size)
