@@ -330,3 +330,20 @@ def test_a_schedule_without_a_length_needs_a_run_with_an_end(tmp_path, image_fol
     )
     err = capsys.readouterr().err
     assert code != 0 and "scheduler.T_max=null takes the run's length" in err
+
+
+def test_the_run_folder_records_the_resolved_settings_the_checkpoint_records(
+    tmp_path, image_folder, style_path
+):
+    run = tmp_path / "run"
+    assert train(run, image_folder, style_path, "trainer.max_steps=1") == 0
+    given = yaml.safe_load((run / ".hydra" / "config.yaml").read_text())
+    resolved = yaml.safe_load((run / "resolved.yaml").read_text())
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert resolved == ckpt["hyper_parameters"]["run_config"]
+    logged = yaml.safe_load((run / "tensorboard" / "hparams.yaml").read_text())  # TensorBoard's hparams
+    assert logged["run_config"] == resolved
+    assert given["trainer"]["precision"] == "auto" and resolved["trainer"]["precision"] != "auto"
+    for key in ("precision", "benchmark"):
+        assert resolved["trainer"][key] != "auto"
+    assert "auto" not in (resolved["speed"]["compile"], resolved["data"]["pin_memory"])

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from fast_style.cli.hydra_app import run_hydra_task
 from fast_style.errors import FastStyleError, RunFailed, one_line
@@ -19,7 +19,10 @@ from fast_style.files import atomic_path, file_sha256
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["check_run_folder", "drop_events_from", "main", "train"]
+__all__ = ["RESOLVED_CONFIG", "check_run_folder", "drop_events_from", "main", "train"]
+
+# In the run folder beside .hydra/: the composed config with every "auto" resolved, as the checkpoint records it.
+RESOLVED_CONFIG = "resolved.yaml"
 
 log = logging.getLogger("fast_style.train")
 
@@ -134,6 +137,7 @@ def train(cfg: DictConfig) -> Path:
     loss = instantiate(cfg.loss)
     loss.set_style_image(style)
 
+    run_config = config_dict(cfg)  # every "auto" resolved: what the checkpoint and TensorBoard record
     module = StyleTransferModule(
         net=net,
         loss=loss,
@@ -146,7 +150,7 @@ def train(cfg: DictConfig) -> Path:
             "style_size": int(max(style.shape[-2:])),
             "style_sha256": file_sha256(cfg.style_image),
         },
-        run_config=config_dict(cfg),
+        run_config=run_config,
         channels_last=cfg.speed.channels_last,
         compile_net=cfg.speed.compile,
         compile_loss=cfg.speed.compile_loss,
@@ -155,6 +159,9 @@ def train(cfg: DictConfig) -> Path:
     if resume is None and cfg.get("overwrite"):
         for name in ("checkpoints", "tensorboard"):
             shutil.rmtree(run_dir / name, ignore_errors=True)
+    # .hydra/config.yaml keeps the settings as given ("auto" included); this file is what the run used.
+    with atomic_path(run_dir / RESOLVED_CONFIG) as tmp:
+        tmp.write_text(OmegaConf.to_yaml(run_config), encoding="utf-8")
     # On resume, what the stopped run logged from the checkpoint's step on is removed from the event
     # files (readers order event files by name, so a purge marker in the new file alone can come
     # too early); purge_step also tells readers to drop anything left over.
