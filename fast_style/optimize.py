@@ -204,6 +204,56 @@ def initial_image(
     raise AssertionError(f"init {init!r} is in INITS but has no starting image")
 
 
+class _Objective:
+    """The loss of the clamped pixels, for the optimizer's closure, remembering its last evaluations.
+
+    L-BFGS starts every step by evaluating the point its last line search accepted: the loss and
+    gradient of the last few evaluations are reused instead of running the loss network again. They
+    are keyed by the clamped pixels, which is all the loss sees, so a point that the projection after
+    a step moved back into [0, 1] also has its loss already measured. Its reused gradient is 0 at the
+    pixels clamped, which keeps them from being pushed outwards again.
+    """
+
+    def __init__(self, loss: PerceptualLoss, pixels: torch.Tensor) -> None:
+        self.loss, self.pixels = loss, pixels
+        self.evaluations = 0
+        self._recent: deque[tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]] = deque(
+            maxlen=4
+        )
+
+    def evaluate(self, with_grad: bool) -> dict[str, torch.Tensor]:
+        """The loss terms at the current pixels; with ``with_grad``, their gradient is left in ``pixels.grad``."""
+        clamped = self.pixels.detach().clamp(0, 1)
+        for point, grad, terms in self._recent:
+            if (grad is not None or not with_grad) and torch.equal(point, clamped):
+                if grad is not None and with_grad:
+                    self.pixels.grad = grad.clone()
+                return terms
+        self.pixels.grad = None
+        self.evaluations += 1
+        with torch.set_grad_enabled(with_grad):
+            terms = self.loss(self.pixels.clamp(0, 1))
+        grad = None
+        if with_grad and torch.isfinite(terms["total"]):
+            (grad,) = torch.autograd.grad(terms["total"], self.pixels)
+            self.pixels.grad = grad.clone()
+        terms = {k: v.detach() for k, v in terms.items()}
+        self._recent.append((clamped, grad, terms))
+        return terms
+
+    def closure(self) -> torch.Tensor:
+        """What ``optimizer.step`` calls; a non-finite line-search probe has no gradient, and the
+        optimizer backs off from it."""
+        return self.evaluate(with_grad=True)["total"]
+
+
+def _values(terms: dict[str, torch.Tensor]) -> dict[str, float]:
+    values = dict(zip(_TERMS, torch.stack([terms[k] for k in _TERMS]).tolist(), strict=False))
+    if not all(math.isfinite(v) for v in values.values()):
+        raise _NonFiniteLoss(values)
+    return values
+
+
 def optimize_pixels(
     loss: PerceptualLoss,
     image: torch.Tensor,
@@ -235,69 +285,34 @@ def optimize_pixels(
     scheduler = None
     if lr_decay_every:
         scheduler = torch.optim.lr_scheduler.StepLR(opt, step_size=int(lr_decay_every), gamma=lr_decay_gamma)
-
+    objective = _Objective(loss, pixels)
     result = OptimizeResult(image=pixels.detach().clone())
-    last_good = result.image
-    current: dict[str, float] = {}
-    # L-BFGS starts every step by evaluating the point its last line search accepted: the loss and
-    # gradient of the last few evaluations are reused instead of running VGG again.
-    recent: deque[tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]] = deque(maxlen=4)
 
-    def record(step: int, terms: dict[str, torch.Tensor]) -> dict[str, float]:
-        values = dict(zip(_TERMS, torch.stack([terms[k].detach() for k in _TERMS]).tolist(), strict=False))
-        if not all(math.isfinite(v) for v in values.values()):
-            raise _NonFiniteLoss(values)
-        nonlocal last_good
-        last_good = pixels.detach().clamp(0, 1)
+    def record(step: int, with_grad: bool) -> dict[str, float]:
+        """Score the current image as the one after ``step`` steps; it becomes the last good image."""
+        values = _values(objective.evaluate(with_grad))
+        result.image = pixels.detach().clamp(0, 1)
         result.history.append({"step": step, **values})
         if callback is not None:
-            callback(step, last_good, values)
+            callback(step, result.image, values)
         return values
-
-    def evaluate(with_grad: bool) -> dict[str, torch.Tensor]:
-        # Keyed by the clamped pixels, which is all the loss sees: a point that the projection after
-        # the step moved back into [0, 1] has the loss already measured. Its reused gradient is 0 at
-        # the pixels clamped, which keeps them from being pushed outwards again.
-        clamped = pixels.detach().clamp(0, 1)
-        for point, grad, terms in recent:
-            if (grad is not None or not with_grad) and torch.equal(point, clamped):
-                if grad is not None and with_grad:
-                    pixels.grad = grad.clone()
-                return terms
-        opt.zero_grad(set_to_none=True)
-        result.evaluations += 1
-        with torch.set_grad_enabled(with_grad):
-            terms = loss(pixels.clamp(0, 1))
-        grad = None
-        if with_grad and torch.isfinite(terms["total"]):
-            (grad,) = torch.autograd.grad(terms["total"], pixels)
-            pixels.grad = grad.clone()
-        terms = {k: v.detach() for k, v in terms.items()}
-        recent.append((clamped, grad, terms))
-        return terms
-
-    def closure() -> torch.Tensor:
-        terms = evaluate(with_grad=True)
-        if not current:  # the first evaluation of a step scores the image the step starts from
-            current.update(record(step, terms))
-        # A non-finite line-search probe has no gradient; the optimizer backs off from it.
-        return terms["total"]
 
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=steps, desc=description or "optimize", unit="step", dynamic_ncols=True)
-    step = 0
+    done = 0
     start = time.perf_counter()
     try:
         if 0 in wanted:
             result.snapshots[0], result.seconds[0] = pixels.detach().clamp(0, 1), 0.0
         for step in range(steps):
-            current.clear()
+            # The image this step starts from; the optimizer's first evaluation reuses this one.
+            current = record(step, with_grad=True)
             before = pixels.detach().clone()
             # torch annotates the closure as returning a float; L-BFGS and Adam take the loss tensor.
-            opt.step(cast("Callable[[], float]", closure))
+            opt.step(cast("Callable[[], float]", objective.closure))
             with torch.no_grad():
                 pixels.clamp_(0, 1)
             if torch.equal(before, pixels.detach()):
@@ -313,27 +328,26 @@ def optimize_pixels(
             if bar is not None:
                 bar.set_postfix({k: f"{v:.3g}" for k, v in current.items()}, refresh=False)
                 bar.update(1)
-            if stop_at_total is not None and current and current["total"] <= stop_at_total:
+            if stop_at_total is not None and current["total"] <= stop_at_total:
                 break
         result.elapsed = time.perf_counter() - start  # the steps only, not the final scoring
-        steps = step = done if steps else 0
-        record(steps, evaluate(with_grad=False))
-        result.steps = steps
-        result.image = last_good
+        record(done, with_grad=False)
+        result.steps = done
     except _NonFiniteLoss as exc:
+        # ``done`` steps are behind the pixels that scored non-finite; the image before them is kept.
         result.elapsed = result.elapsed or time.perf_counter() - start
         detail = ", ".join(f"{k}={v:.4g}" for k, v in exc.terms.items())
-        result.steps = max(step - 1, 0)
-        result.image = last_good
-        kept = f"after {step - 1} steps" if step else "the starting image"
+        result.steps = max(done - 1, 0)
+        kept = f"after {done - 1} steps" if done else "the starting image"
         result.error = (
-            f"the loss became non-finite after {step} steps ({detail}); stopped and kept the last good "
+            f"the loss became non-finite after {done} steps ({detail}); stopped and kept the last good "
             f"image ({kept}). Lower the learning rate or the loss weights"
         )
-        for late in [s for s in result.snapshots if s > step - 1]:
+        for late in [s for s in result.snapshots if s > done - 1]:
             result.snapshots.pop(late)
             result.seconds.pop(late)
     finally:
+        result.evaluations = objective.evaluations
         if bar is not None:
             bar.close()
     return result
