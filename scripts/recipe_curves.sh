@@ -4,7 +4,8 @@
 # machine), saving a checkpoint every 250 steps; benchmarks.learning_curve then scores every
 # checkpoint against L-BFGS from white noise on the five photos of ../shared/data/content.
 #   scripts/recipe_curves.sh [NAME ...]      (default: every candidate below; runs in $RUNS)
-# MINUTES sets each run's training time (default 25), RUNS the folder (default runs/curves).
+# MINUTES sets each run's training time (default 25; the one-cycle run stops at its 1000 steps or
+# after MINUTES + 5), RUNS the folder (default runs/curves).
 # Needs ../shared (coco128, the style images, the VGG16-BN stand-in weights) beside the project.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,24 +14,28 @@ RUNS=${RUNS:-runs/curves}
 MINUTES=${MINUTES:-25}
 PYTHON=${PYTHON:-python}
 declare -A CANDIDATES=(
-    [base]=""                                                   # the recipe of the shipped files
+    [base]=""                                                   # the recipe of experiment=cpu_demo
     [skip]="model.skip=true"                                    # start from the identity
-    [full]="model.channels=[32,64,128]"                         # full width
-    [skip_full]="model.skip=true model.channels=[32,64,128]"
-    [skip_crop192]="model.skip=true data.image_size=192"
-    [skip_full_crop192]="model.skip=true model.channels=[32,64,128] data.image_size=192"
+    [skip_full]="model.skip=true model.channels=[32,64,128]"    # + full width
+    [skip_crop192]="model.skip=true data.image_size=192"        # + 192 px crops
+    [skip_crop256]="model.skip=true data.image_size=256"        # + 256 px crops
+    # a one-cycle schedule needs the run's length: 1000 steps took about 25 minutes here
+    [skip_crop192_onecycle]="model.skip=true data.image_size=192 scheduler=onecycle trainer.max_steps=1000"
 )
 names=("$@")
-[ ${#names[@]} -eq 0 ] && names=(base skip full skip_full skip_crop192 skip_full_crop192)
+[ ${#names[@]} -eq 0 ] && names=(base skip skip_full skip_crop192 skip_crop256 skip_crop192_onecycle)
 mkdir -p "$RUNS"
 for name in "${names[@]}"; do
     [ -n "${CANDIDATES[$name]+set}" ] || { echo "unknown candidate $name" >&2; exit 2; }
     while [ "$(jobs -rp | wc -l)" -ge 2 ]; do wait -n; done
+    minutes=$MINUTES
+    [[ $name == *onecycle ]] && minutes=$(( MINUTES + 5 ))
     # shellcheck disable=SC2086
     OMP_NUM_THREADS=1 "$PYTHON" -m fast_style.cli.main train experiment=cpu_demo \
         style_image="$SHARED/data/styles/starry_night.jpg" data.root="$SHARED/data/coco128" \
         loss.network=vgg16_bn loss.weights="$SHARED/weights/vgg16_bn_features_offline.pt" \
-        trainer.max_steps=1000000 +trainer.max_time="00:00:$MINUTES:00" trainer.enable_progress_bar=false \
+        trainer.max_steps=1000000 +trainer.max_time="00:00:$minutes:00" \
+        trainer.enable_progress_bar=false \
         callbacks.model_checkpoint.every_n_train_steps=250 hydra.run.dir="$RUNS/$name" \
         ${CANDIDATES[$name]} > "$RUNS/$name.log" 2>&1 &
 done
