@@ -4,7 +4,7 @@
         [--weights VGG_FEATURES.pt] [--size 256] [--photos 5] [--max-steps 300] [--out DIR]
 
 For each ``step*.ckpt`` in ``RUN_DIR/checkpoints`` (``fast-style train`` writes one every
-``callbacks.model_checkpoint.every_n_train_steps``): export it to ``.safetensors`` (as
+``callbacks.model_checkpoint.every_n_train_steps``), and ``last.ckpt`` where it is newer: export it to ``.safetensors`` (as
 ``fast-style export`` does), stylize the first ``--photos`` photos of ``--content`` at ``--size`` px
 on the long side, and score the pictures with the loss the model was trained with (or, with
 ``--loss-of FILE``, the loss recorded in another model file: one yardstick for runs trained on
@@ -68,13 +68,22 @@ class Point:
 
 
 def checkpoints_of(run_dir: Path) -> list[tuple[int, Path]]:
-    """``(step, path)`` of the run's ``step*.ckpt`` files, in step order."""
+    """``(step, path)`` of the run's ``step*.ckpt`` files, in step order, then ``last.ckpt`` if it is newer.
+
+    A run stopped by a time limit ends between two step checkpoints; its ``last.ckpt`` is its end.
+    """
     found = []
     for path in (run_dir / "checkpoints").glob("step*.ckpt"):
         match = _STEP.search(path.name)
         if match:
             found.append((int(match.group(1)), path))
-    return sorted(found)
+    found.sort()
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        step = int(read_training_checkpoint(last).get("global_step", 0))
+        if not found or step > found[-1][0]:
+            found.append((step, last))
+    return found
 
 
 class _Yardstick:

@@ -219,7 +219,7 @@ def test_learning_curve_scores_every_checkpoint_of_a_run(tmp_path, image_folder,
     from tests.test_training import train
 
     run = tmp_path / "run"
-    extra = ["trainer.max_steps=4", "callbacks.model_checkpoint.every_n_train_steps=2", "model.skip=true"]
+    extra = ["trainer.max_steps=5", "callbacks.model_checkpoint.every_n_train_steps=2", "model.skip=true"]
     assert train(run, image_folder, style_path, *extra) == 0
     photos = tmp_path / "held_out"
     photos.mkdir()
@@ -233,8 +233,8 @@ def test_learning_curve_scores_every_checkpoint_of_a_run(tmp_path, image_folder,
     rows = (out / "learning_curve.csv").read_text().splitlines()
     assert rows[0].startswith("run,step,cpu_minutes,wall_minutes,size,total")
     steps = [int(r.split(",")[1]) for r in rows[1:]]
-    assert steps == [2, 4]
+    assert steps == [2, 4, 5]  # the step checkpoints, then last.ckpt where the run ended
     assert all(float(r.split(",")[2]) > 0 for r in rows[1:])  # training CPU time recorded per checkpoint
-    assert "p0, p1" in printed and "| run | 32 | 4 |" in printed
+    assert "p0, p1" in printed and "| run | 32 | 4 |" in printed and "| run | 32 | 5 |" in printed
     assert Image.open(out / "learning_curve.png").size[0] > 800
     assert len(list((tmp_path / "cache").glob("lbfgs_*.json"))) == 2  # one curve per photo, reused

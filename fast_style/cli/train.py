@@ -193,6 +193,7 @@ def train(cfg: DictConfig) -> Path:
             # Raised inside Lightning about its own use of torch's pytree API: nothing a user can act on.
             warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume[0] if resume is not None else None)
+        _save_the_end(trainer)
     except SystemExit:
         if trainer.interrupted:  # Lightning turns Ctrl-C into exit(1) after a graceful stop
             print(f"fast-style train: interrupted{_resume_hint(run_dir)}", file=sys.stderr)
@@ -223,6 +224,25 @@ def _next_steps(cfg: DictConfig, run_dir: Path) -> str:
             f"  python -m benchmarks.quality {model} --content PHOTOS/ --styles {style.parent}{weights_arg}",
         ]
     )
+
+
+def _save_the_end(trainer: Any) -> None:
+    """Write ``last.ckpt`` at the step the run ended on.
+
+    A run that stops between two step checkpoints (``trainer.max_time``, or a ``max_steps`` that is
+    not a multiple of the interval) would otherwise keep only the steps up to the last interval.
+    """
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    callback = trainer.checkpoint_callback
+    if (
+        isinstance(callback, ModelCheckpoint)
+        and callback.save_last
+        and callback.dirpath
+        and trainer.global_step
+    ):
+        last = Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}"
+        trainer.save_checkpoint(str(last))
 
 
 def _drop_advertising(record: logging.LogRecord) -> bool:
