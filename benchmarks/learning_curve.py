@@ -34,7 +34,7 @@ import torch
 
 from benchmarks.common import device_line, markdown_table
 from benchmarks.plot import chart_grid, line_chart
-from benchmarks.scoring import lbfgs_curve, steps_worth
+from benchmarks.scoring import add_photo_arguments, lbfgs_curve, steps_worth
 from fast_style.checkpoints import read_training_checkpoint
 from fast_style.compare import evaluate_image
 from fast_style.errors import FastStyleError
@@ -224,11 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("runs", nargs="+", type=Path, help="run folders of fast-style train")
-    parser.add_argument("--content", type=Path, required=True, help="folder of photos the models never saw")
-    parser.add_argument("--styles", type=Path, required=True, help="folder holding the runs' style images")
-    parser.add_argument(
-        "--weights", default=None, help="loss-network weights file the runs were trained with"
-    )
+    add_photo_arguments(parser, "runs")
     parser.add_argument("--size", type=int, nargs="+", default=[256], help="long side(s) of the photos")
     parser.add_argument("--photos", type=int, default=5, help="score the first N photos (sorted by name)")
     parser.add_argument("--max-steps", type=int, default=300, help="length of the L-BFGS curves")

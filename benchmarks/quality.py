@@ -42,7 +42,7 @@ import torch
 from PIL import Image
 
 from benchmarks.common import device_line, markdown_table
-from benchmarks.scoring import lbfgs_curve, steps_worth
+from benchmarks.scoring import add_photo_arguments, lbfgs_curve, steps_worth
 from fast_style.compare import evaluate_image, make_figure
 from fast_style.errors import FastStyleError
 from fast_style.images import IMAGE_EXTENSIONS, load_image_tensor, save_image
@@ -316,11 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("models", nargs="+", type=Path, help="exported .safetensors models")
-    parser.add_argument("--content", type=Path, required=True, help="folder of photos the models never saw")
-    parser.add_argument("--styles", type=Path, required=True, help="folder holding the models' style images")
-    parser.add_argument(
-        "--weights", default=None, help="loss-network weights file the models were trained with"
-    )
+    add_photo_arguments(parser, "models")
     parser.add_argument(
         "--size", type=int, nargs="+", default=[256, 512], help="long side(s) of the photos in pixels"
     )

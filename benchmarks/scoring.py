@@ -10,6 +10,7 @@ folder as JSON.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 from collections.abc import Sequence
@@ -22,7 +23,7 @@ import torch
 from fast_style.losses import PerceptualLoss
 from fast_style.optimize import initial_image, optimize_pixels
 
-__all__ = ["Curve", "lbfgs_curve", "steps_worth"]
+__all__ = ["Curve", "add_photo_arguments", "lbfgs_curve", "steps_worth"]
 
 
 @dataclass
@@ -54,6 +55,15 @@ def steps_worth(totals: Sequence[float], total: float) -> float | None:
             before, after = totals[step - 1], totals[step]
             return step - 1 + (before - total) / (before - after)
     return None
+
+
+def add_photo_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--content``, ``--styles`` and ``--weights``: what scoring ``what`` (models, runs) needs."""
+    parser.add_argument("--content", type=Path, required=True, help="folder of photos the models never saw")
+    parser.add_argument("--styles", type=Path, required=True, help=f"folder holding the {what}' style images")
+    parser.add_argument(
+        "--weights", default=None, help=f"loss-network weights file the {what} were trained with"
+    )
 
 
 def _cache_file(cache: Path, key: dict[str, Any]) -> Path:
