@@ -169,7 +169,9 @@ def train(cfg: DictConfig) -> Path:
     if resume is not None:
         purge["purge_step"] = int(resume[1].get("global_step", 0))
         drop_events_from(run_dir / "tensorboard", purge["purge_step"])
-    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_drop_advertising)
+    lightning_log = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    if _drop_advertising not in lightning_log.filters:
+        lightning_log.addFilter(_drop_advertising)
     logger = instantiate(cfg.logger, **purge)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
