@@ -44,6 +44,7 @@ from fast_style.images import IMAGE_EXTENSIONS, load_image_tensor
 from fast_style.inference import Stylizer
 from fast_style.inference.loading import read_metadata
 from fast_style.losses import PerceptualLoss, build_perceptual_loss
+from fast_style.model_file import record_from_checkpoint
 from fast_style.trained_loss import loss_arguments, recorded_loss
 
 __all__ = ["Point", "checkpoints_of", "main", "score_run"]
@@ -130,7 +131,10 @@ def score_run(
         raise FastStyleError(f"no step*.ckpt checkpoints in {run_dir / 'checkpoints'}")
     with tempfile.TemporaryDirectory() as tmp:
         for step, ckpt_path in checkpoints:
-            spent = read_training_checkpoint(ckpt_path).get("fast_style", {}).get("training_time") or {}
+            spent = (
+                record_from_checkpoint(read_training_checkpoint(ckpt_path))["training"].get("training_time")
+                or {}
+            )
             model_file = export_safetensors(ckpt_path, Path(tmp) / f"{step}.safetensors")
             stylizer = Stylizer.from_file(model_file, device="cpu", backend="torch")
             recorded = fixed_loss or recorded_loss(read_metadata(model_file))

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fast_style.errors import FastStyleError, one_line
+from fast_style.model_file import looks_like_safetensors, looks_like_torch_file
 
 if TYPE_CHECKING:
     import torch
@@ -37,12 +38,12 @@ _MAGIC = {
 
 def describe_content(head: bytes) -> str | None:
     """What the first bytes of a file say it is, when they are not a ``torch.save`` file; ``None`` if they are."""
-    if head.startswith(b"PK\x03\x04") or (len(head) >= 2 and head[0] == 0x80 and head[1] <= 5):
-        return None  # torch's zip container, or a plain pickle
+    if looks_like_torch_file(head):
+        return None
     for magic, name in _MAGIC.items():
         if head.startswith(magic):
             return name
-    if len(head) > 8 and head[8:9] == b"{":
+    if looks_like_safetensors(head):
         return "a .safetensors file"
     return "unrecognised bytes"
 

@@ -15,6 +15,7 @@ from torchvision import transforms
 
 from fast_style.errors import FastStyleError
 from fast_style.images import IMAGE_EXTENSIONS, folder_images, load_image
+from fast_style.schema import DataConfig, check_ranges
 
 __all__ = ["ImageFolderDataset", "StyleDataModule", "collate_skip_bad", "find_images"]
 
@@ -92,26 +93,24 @@ class StyleDataModule(pl.LightningDataModule):
     def __init__(
         self,
         root: str,
-        image_size: int = 256,
-        batch_size: int = 4,
-        num_workers: int = 2,
-        num_sample_images: int = 4,
-        max_bad_fraction: float = 0.01,
-        pin_memory: bool = False,
-        persistent_workers: bool = True,
-        resize_size: int | None = None,
+        image_size: int = DataConfig.image_size,
+        batch_size: int = DataConfig.batch_size,
+        num_workers: int = DataConfig.num_workers,
+        num_sample_images: int = DataConfig.num_sample_images,
+        max_bad_fraction: float = DataConfig.max_bad_fraction,
+        pin_memory: bool | str = DataConfig.pin_memory,
+        persistent_workers: bool = DataConfig.persistent_workers,
+        resize_size: int | None = DataConfig.resize_size,
     ) -> None:
+        """Every argument and its default: ``DataConfig`` (``pin_memory="auto"``: on with CUDA)."""
         super().__init__()
-        if image_size < 16:
-            raise FastStyleError(f"data.image_size must be at least 16, got {image_size}")
+        check_ranges(DataConfig, locals(), "data")
         if resize_size is not None and resize_size < image_size:
             raise FastStyleError(
                 f"data.resize_size must be at least data.image_size ({image_size}), got {resize_size}"
             )
-        if batch_size < 1:
-            raise FastStyleError(f"data.batch_size must be at least 1, got {batch_size}")
-        if not 0 <= max_bad_fraction <= 1:
-            raise FastStyleError(f"data.max_bad_fraction must be within [0, 1], got {max_bad_fraction}")
+        if isinstance(pin_memory, str):
+            pin_memory = torch.cuda.is_available()
         self.root = root
         self.image_size = image_size
         self.resize_size = resize_size

@@ -6,122 +6,87 @@ any pickled code, ONNX covers runtimes outside Python, and TorchScript is in mai
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from fast_style import __version__
+from fast_style import __version__, model_file
 from fast_style.checkpoints import check_finite_weights, read_training_checkpoint
 from fast_style.errors import FastStyleError
 from fast_style.files import atomic_path
 from fast_style.inference import loading, onnx_runtime
 from fast_style.inference.onnx_runtime import ONNX_OPSET
+from fast_style.model_file import looks_like_safetensors, looks_like_torch_file, record_from_checkpoint
 from fast_style.models import TransformNetwork, build_model, check_model_spec, model_config
 
 __all__ = [
     "EXPORT_FORMATS",
-    "FORMAT_VERSION",
     "ONNX_OPSET",
     "export_model",
     "export_onnx",
     "export_safetensors",
-    "load_network",
     "load_training_checkpoint",
     "model_metadata",
+    "read_model",
 ]
 
-FORMAT_VERSION = "1"
 EXPORT_FORMATS = ("safetensors", "onnx")
 _NET_PREFIX = "net."
 _COMPILED_PREFIX = "_orig_mod."
 
 
 def load_training_checkpoint(path: str | os.PathLike[str]) -> tuple[TransformNetwork, dict[str, Any]]:
-    """Rebuild the transform network from a ``fast-style train`` checkpoint; also return its metadata.
+    """Rebuild the transform network from a ``fast-style train`` checkpoint; also return its record.
 
     Loaded with ``weights_only=True``: a checkpoint that needs arbitrary pickled objects is refused
     before any of its code can run.
     """
     path = Path(path)
     ckpt = read_training_checkpoint(path)
-    meta = ckpt["fast_style"]
+    record = record_from_checkpoint(ckpt, path)
     state = {k[len(_NET_PREFIX) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(_NET_PREFIX)}
     # A torch.compile'd network saves its weights under an extra prefix; export the plain module.
     state = {k[len(_COMPILED_PREFIX) :] if k.startswith(_COMPILED_PREFIX) else k: v for k, v in state.items()}
     try:
         check_model_spec(
-            meta["model"]["arch"],
-            meta["model"]["kwargs"],
-            {k: getattr(v, "shape", ()) for k, v in state.items()},
+            record["arch"], record["model_kwargs"], {k: getattr(v, "shape", ()) for k, v in state.items()}
         )
-        net = build_model(meta["model"]["arch"], **meta["model"]["kwargs"])
+        net = build_model(record["arch"], **record["model_kwargs"])
         net.load_state_dict(state, strict=True)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         detail = " ".join(str(exc).split())[:200]
         raise FastStyleError(
             f"{path}: the network does not match its recorded architecture ({detail})"
         ) from None
-    info = {
-        "model": meta["model"],
-        "style_name": meta.get("style_name", ""),
-        "loss": meta.get("loss", {}),
-        "global_step": int(ckpt.get("global_step", 0)),
-        "epoch": int(ckpt.get("epoch", 0)),
-    }
-    return net.eval(), info
+    return net.eval(), record
 
 
-def load_network(path: str | os.PathLike[str]) -> tuple[TransformNetwork, dict[str, Any]]:
-    """The network and metadata of a training checkpoint, or of an exported ``.safetensors`` file."""
+def read_model(path: str | os.PathLike[str]) -> tuple[TransformNetwork, dict[str, Any]]:
+    """The network and record of a training checkpoint, or of an exported ``.safetensors`` file."""
     path = Path(path)
     if path.suffix.lower() == ".safetensors" and _starts_like_safetensors(path):
-        meta = loading.read_metadata(path)
-        net = loading.load_network(path, meta)
-        info = {
-            "model": {"arch": meta["arch"], "kwargs": meta["model_kwargs"]},
-            "style_name": meta.get("style_name", ""),
-            "loss": meta.get("training", {}).get("loss", {}),
-            "global_step": int(meta.get("training", {}).get("global_step", 0)),
-            "epoch": int(meta.get("training", {}).get("epoch", 0)),
-        }
-        return net.eval(), info
+        record = loading.read_metadata(path)
+        return loading.build_network(path, record).eval(), record
     return load_training_checkpoint(path)
 
 
 def _starts_like_safetensors(path: Path) -> bool:
     # A training checkpoint renamed to .safetensors is read as the checkpoint it is.
-    from fast_style.checkpoints import describe_content
-
     try:
         with path.open("rb") as fh:
             head = fh.read(16)
     except OSError:
         return True  # let the loader report it
-    return describe_content(head) is not None
+    return looks_like_safetensors(head) or not looks_like_torch_file(head)
 
 
-def model_metadata(net: TransformNetwork, info: dict[str, Any]) -> dict[str, str]:
+def model_metadata(net: TransformNetwork, record: dict[str, Any]) -> dict[str, str]:
     """String metadata stored in every inference file: enough to rebuild ``net`` without training code."""
     config = model_config(net)
-    return {
-        "format": "fast_style",
-        "format_version": FORMAT_VERSION,
-        "arch": config["arch"],
-        "model_kwargs": json.dumps(config["kwargs"]),
-        "multiple": str(net.multiple),
-        "style_name": str(info.get("style_name", "")),
-        "training": json.dumps(
-            {
-                "global_step": info.get("global_step", 0),
-                "epoch": info.get("epoch", 0),
-                "loss": info.get("loss", {}),
-            }
-        ),
-        "exporter": f"fast_style {__version__}",
-    }
+    current = {**record, "arch": config["arch"], "model_kwargs": config["kwargs"], "multiple": net.multiple}
+    return model_file.encode(current, exporter=f"fast_style {__version__}")
 
 
 def _check_finite(net: TransformNetwork, source: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
@@ -134,10 +99,10 @@ def export_safetensors(ckpt_path: str | os.PathLike[str], out_path: str | os.Pat
     """Write the network of ``ckpt_path`` as a ``.safetensors`` file, atomically."""
     from safetensors.torch import save_file
 
-    net, info = load_network(ckpt_path)
+    net, record = read_model(ckpt_path)
     tensors = _check_finite(net, ckpt_path)
     with atomic_path(out_path) as tmp:
-        save_file(tensors, str(tmp), metadata=model_metadata(net, info))
+        save_file(tensors, str(tmp), metadata=model_metadata(net, record))
     return Path(out_path)
 
 
@@ -151,9 +116,9 @@ def export_onnx(
     """
     if not onnx_runtime.available():
         raise FastStyleError("ONNX export needs onnx and onnxruntime: pip install onnx onnxruntime")
-    net, info = load_network(ckpt_path)
+    net, record = read_model(ckpt_path)
     _check_finite(net, ckpt_path)
-    model = onnx_runtime.onnx_graph(net, opset=opset, metadata=model_metadata(net, info))
+    model = onnx_runtime.onnx_graph(net, opset=opset, metadata=model_metadata(net, record))
     with atomic_path(out_path) as tmp:
         Path(tmp).write_bytes(model.SerializeToString())
     return Path(out_path)

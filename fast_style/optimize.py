@@ -21,7 +21,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import cast
@@ -32,6 +32,7 @@ from torch.nn import functional as F
 from fast_style.color import combine_luminance, luminance_image, match_luminance
 from fast_style.errors import FastStyleError
 from fast_style.losses import PerceptualLoss
+from fast_style.schema import AdamPixelConfig, LBFGSConfig
 
 __all__ = [
     "INITS",
@@ -56,18 +57,18 @@ StepCallback = Callable[[int, torch.Tensor, dict[str, float]], None]
 
 INITS = ("content", "noise", "style")
 
-# The same settings as fast_style/configs/pixel_optimizer/lbfgs.yaml and adam.yaml.
+
+def _pixel_optimizer(schema: type[LBFGSConfig] | type[AdamPixelConfig]) -> OptimizerFactory:
+    """The optimizer of a ``pixel_optimizer`` schema with its defaults, for calls from Python."""
+    settings = {key: value for key, value in asdict(schema()).items() if not key.startswith("_")}
+    settings.pop("fused", None)  # "auto" is the commands' to resolve; from Python, torch's default
+    return partial(getattr(torch.optim, schema._target_.rsplit(".", 1)[1]), **settings)
+
+
+# The pixel_optimizer configs (lbfgs.yaml, adam.yaml) by name, with their schema's defaults.
 OPTIMIZERS: dict[str, OptimizerFactory] = {
-    "lbfgs": partial(
-        torch.optim.LBFGS,
-        lr=1.0,
-        max_iter=1,
-        history_size=100,
-        line_search_fn="strong_wolfe",
-        tolerance_grad=0.0,
-        tolerance_change=0.0,
-    ),
-    "adam": partial(torch.optim.Adam, lr=0.02),
+    "lbfgs": _pixel_optimizer(LBFGSConfig),
+    "adam": _pixel_optimizer(AdamPixelConfig),
 }
 
 # The smallest side a scale may have: the deepest VGG layers pool the image by 16.

@@ -15,20 +15,12 @@ from typing import Any
 
 from fast_style.errors import FastStyleError
 from fast_style.losses import weights_file_identity
+from fast_style.schema import LossConfig
 
 __all__ = ["LOSS_KEYS", "differences", "loss_arguments", "recorded_loss", "weights_mismatch"]
 
 # The loss settings a model records, in the order of the loss config.
-LOSS_KEYS = (
-    "network",
-    "content_layers",
-    "style_layers",
-    "content_layer_weights",
-    "style_layer_weights",
-    "content_weight",
-    "style_weight",
-    "tv_weight",
-)
+LOSS_KEYS = LossConfig.recorded_keys()
 
 
 def recorded_loss(metadata: Mapping[str, Any]) -> dict[str, Any]:

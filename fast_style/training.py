@@ -17,6 +17,7 @@ from torchvision.utils import make_grid
 
 from fast_style.errors import FastStyleError
 from fast_style.losses import PerceptualLoss
+from fast_style.model_file import new_record, record_from_checkpoint
 from fast_style.models import model_config
 
 __all__ = ["CompileOrEager", "StyleTransferModule"]
@@ -280,13 +281,19 @@ class StyleTransferModule(pl.LightningModule):
         return spent
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["fast_style"] = {
-            "model": model_config(self.net),
-            "style_name": self.style_name,
-            "loss": {**self.loss_fn.settings(), **self.style_info},
-            "training_time": self.training_time(),
-        }
+        config = model_config(self.net)
+        checkpoint["fast_style"] = new_record(
+            config["arch"],
+            config["kwargs"],
+            multiple=self.net.multiple,
+            style_name=self.style_name,
+            loss={**self.loss_fn.settings(), **self.style_info},
+            global_step=self.global_step,
+            epoch=self.current_epoch,
+            training_time=self.training_time(),
+        )
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        spent = checkpoint.get("fast_style", {}).get("training_time") or {}
+        record = record_from_checkpoint(checkpoint) if "fast_style" in checkpoint else {"training": {}}
+        spent = record["training"].get("training_time") or {}
         self._spent = {k: float(spent.get(k, 0.0)) for k in self._spent}

@@ -13,11 +13,13 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
 from fast_style.errors import FastStyleError
+from fast_style.schema import DataConfig, LBFGSConfig, LossConfig, range_rules
 
 __all__ = [
     "Rule",
     "check_image_sides",
     "config_dict",
+    "explain_override",
     "loss_min_side",
     "validate_config",
     "warn_if_poor_style",
@@ -82,12 +84,16 @@ def _channels(value: Any) -> bool:
     )
 
 
+def _schema_rules(prefix: str, schema: type) -> list[Rule]:
+    """The range rules of a schema's fields (``fast_style.schema``), under ``prefix.``."""
+    return [Rule(f"{prefix}.{name}", expected, test) for name, expected, test in range_rules(schema)]
+
+
 _LOSS = [
-    Rule("loss.content_weight", *_number(0)),
-    Rule("loss.style_weight", *_number(0)),
-    Rule("loss.tv_weight", *_number(0)),
+    *_schema_rules("loss", LossConfig),
     Rule("optimizer.lr", *_number(0, strict=True)),
-    Rule("pixel_optimizer.lr", *_number(0, strict=True)),
+    # Adam's one range (lr) is L-BFGS's; keys the chosen optimizer lacks are skipped
+    *_schema_rules("pixel_optimizer", LBFGSConfig),
 ]
 _PIXELS = [
     Rule("image_size", *_int(16, nullable=True)),
@@ -102,12 +108,7 @@ RULES: dict[str, list[Rule]] = {
         Rule("ckpt_path", *_OPTIONAL_TEXT),
         Rule("overwrite", *_BOOL),
         Rule("log_images_every_n_steps", *_int(0)),
-        Rule("data.image_size", *_int(16)),
-        Rule("data.resize_size", *_int(16, nullable=True)),
-        Rule("data.batch_size", *_int(1)),
-        Rule("data.num_workers", *_int(0)),
-        Rule("data.num_sample_images", *_int(1)),
-        Rule("data.max_bad_fraction", *_number(0, high=1)),
+        *_schema_rules("data", DataConfig),
         Rule("model.channels", "three positive integers, e.g. [32,64,128]", _channels),
         Rule("model.num_residual", *_int(0)),
         Rule("model.skip", *_BOOL),
@@ -151,13 +152,31 @@ def validate_config(cfg: DictConfig, command: str) -> None:
         if isinstance(value, (DictConfig, ListConfig)):
             value = OmegaConf.to_container(value, resolve=True)
         if not rule.test(value):
-            shown = repr(value) if isinstance(value, str) else str(value)
-            kind = (
-                ""
-                if value is None or _is_number(value) or isinstance(value, bool)
-                else f" ({type(value).__name__})"
-            )
-            raise FastStyleError(f"{rule.key} must be {rule.expected}, got {shown}{kind}")
+            raise FastStyleError(_complaint(rule, value))
+
+
+def _complaint(rule: Rule, value: Any) -> str:
+    shown = repr(value) if isinstance(value, str) else str(value)
+    kind = (
+        "" if value is None or _is_number(value) or isinstance(value, bool) else f" ({type(value).__name__})"
+    )
+    return f"{rule.key} must be {rule.expected}, got {shown}{kind}"
+
+
+def explain_override(command: str, override: str) -> str | None:
+    """What is wrong with ``key=value`` for a key with a rule, when composing the config refused it."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        parsed = OverridesParser.create().parse_override(override)
+        key, value = parsed.key_or_group, parsed.value()
+    except HydraException:
+        return None
+    rule = next((rule for rule in RULES.get(command, []) if rule.key == key), None)
+    if rule is None or not isinstance(value, (str, int, float, bool, type(None))) or rule.test(value):
+        return None
+    return _complaint(rule, value)
 
 
 _ABSENT = object()

@@ -106,3 +106,110 @@ def test_the_wheel_holds_every_config(tmp_path: Path) -> None:
     assert {"fast_style/configs/train.yaml", "fast_style/configs/optimize.yaml"} <= shipped
     assert shipped <= names, sorted(shipped - names)
     assert not any(name.startswith("configs/") for name in names)
+
+
+# Which command composes each group's options (and the options that set their keys).
+_GROUP_COMMANDS = {"loss": "train", "data": "train", "pixel_optimizer": "optimize"}
+_REQUIRED = {
+    "train": ["style_image=s.jpg"],
+    "optimize": ["content_image=c.jpg", "style_image=s.jpg", "output=o.png"],
+    "compare": ["content_image=c.jpg", "style_image=s.jpg", "model_file=m.safetensors"],
+}
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONFIGS / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize(
+    ("command", "override"),
+    [
+        *[(_GROUP_COMMANDS[g], f"{g}={o}") for g in _GROUP_COMMANDS for o in _options(g)],
+        *[("train", f"experiment={o}") for o in _options("experiment")],
+        *[(c, f"preset={o}") for c in ("optimize", "compare") for o in _options("preset")],
+    ],
+)
+def test_every_config_option_composes_against_the_schemas(command: str, override: str) -> None:
+    from omegaconf import OmegaConf
+
+    from fast_style.cli.hydra_app import compose_config
+    from fast_style.schema import SCHEMAS
+
+    cfg = compose_config(command, [*_REQUIRED[command], override])
+    for group, schemas in SCHEMAS.items():
+        if group in cfg:
+            assert OmegaConf.get_type(cfg[group]) in schemas.values(), (group, override)
+
+
+@pytest.mark.parametrize(
+    ("file", "typo"),
+    [
+        ("loss/vgg16.yaml", "style_wieght: 3"),
+        ("data/folder.yaml", "batchsize: 2"),
+        ("pixel_optimizer/lbfgs.yaml", "history: 5"),
+        ("experiment/cpu_demo.yaml", "loss:\n  contnet_weight: 2"),
+    ],
+)
+def test_a_misspelt_key_in_any_yaml_fails_to_compose(
+    tmp_path: Path, monkeypatch, file: str, typo: str
+) -> None:
+    from hydra.errors import HydraException
+
+    from fast_style.cli.hydra_app import compose_config
+
+    mine = tmp_path / "configs"
+    shutil.copytree(CONFIGS, mine, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setenv("FAST_STYLE_CONFIG_DIR", str(mine))
+    group = file.split("/")[0]
+    command = _GROUP_COMMANDS.get(group, "train")
+    option = f"{group}={Path(file).stem}"
+    compose_config(command, [*_REQUIRED[command], option])  # the copy composes before the typo
+    path = mine / file
+    text = path.read_text()
+    # inside an existing top-level node (experiment files already have one), else at the top level
+    path.write_text(
+        text.replace("loss:\n", typo + "\n", 1)
+        if typo.startswith("loss:") and "loss:\n" in text
+        else text + "\n" + typo + "\n"
+    )
+    with pytest.raises(HydraException):
+        compose_config(command, [*_REQUIRED[command], option])
+
+
+def test_each_shared_setting_has_its_default_in_the_schema_only() -> None:
+    import inspect
+
+    import yaml
+
+    from fast_style.data import StyleDataModule
+    from fast_style.losses import PerceptualLoss, build_perceptual_loss
+    from fast_style.optimize import OPTIMIZERS
+    from fast_style.schema import AdamPixelConfig, DataConfig, LBFGSConfig, LossConfig
+
+    def defaults(function) -> dict:
+        return {
+            name: p.default
+            for name, p in inspect.signature(function).parameters.items()
+            if p.default is not inspect.Parameter.empty
+        }
+
+    loss = LossConfig()
+    for name, value in defaults(PerceptualLoss.__init__).items():
+        assert getattr(loss, name) == (list(value) if isinstance(value, tuple) else value), name
+    assert defaults(build_perceptual_loss) == {
+        "network": loss.network,
+        "weights": loss.weights,
+        "content_layers": tuple(loss.content_layers),
+        "style_layers": tuple(loss.style_layers),
+    }
+    data = DataConfig()
+    for name, value in defaults(StyleDataModule.__init__).items():
+        assert getattr(data, name) == value, name
+    assert OPTIMIZERS["lbfgs"].keywords == {
+        k: v for k, v in vars(LBFGSConfig()).items() if not k.startswith("_")
+    }
+    assert OPTIMIZERS["adam"].keywords == {"lr": AdamPixelConfig().lr}
+    # the groups' YAML files set no key of their schema: they only pick it
+    for group in ("loss", "data", "pixel_optimizer"):
+        for path in (CONFIGS / group).glob("*.yaml"):
+            assert set(yaml.safe_load(path.read_text())) == {"defaults"}, path

@@ -154,7 +154,7 @@ def test_metadata_rebuilds_the_architecture(tiny_ckpt: Path, tmp_path: Path, tin
     out = tmp_path / "model.safetensors"
     assert export_main([str(tiny_ckpt), "-o", str(out)]) == 0
     meta = read_metadata(out)
-    assert meta["format"] == "fast_style" and meta["format_version"] == "1"
+    assert meta["format"] == "fast_style" and meta["format_version"] == "2"
     assert meta["arch"] == "johnson"
     assert meta["model_kwargs"] == tiny_net_config
     assert meta["style_name"] == "tiny_style"
@@ -277,3 +277,44 @@ def test_help_lists_only_the_formats_offered(capsys: pytest.CaptureFixture[str])
     assert export_main(["--help"]) == 0
     text = capsys.readouterr().out
     assert "{safetensors,onnx}" in text and "torchscript" not in text.split("TorchScript")[0].lower()
+
+
+def test_shipped_version_1_files_still_load_and_read_as_the_current_schema() -> None:
+    from fast_style.model_file import FORMAT_VERSION
+
+    shipped = sorted((Path(__file__).resolve().parents[1] / "checkpoints").glob("*.safetensors"))
+    assert shipped
+    for path in shipped:
+        meta = read_metadata(path)
+        assert meta["format_version"] in ("1", FORMAT_VERSION)
+        assert isinstance(meta["multiple"], int) and meta["training"]["loss"]["network"] == "vgg16_bn"
+        stylizer = Stylizer.from_file(path, backend="torch")
+        assert stylizer.net.config() == meta["model_kwargs"]
+
+
+def test_a_file_of_a_newer_format_version_is_a_clear_error(tiny_model: Path, tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    from fast_style.errors import FastStyleError
+
+    meta = {k: str(v) for k, v in read_metadata(tiny_model).items()}
+    meta |= {
+        "format_version": "99",
+        "model_kwargs": '{"channels": [4, 8, 8], "num_residual": 1}',
+        "training": "{}",
+    }
+    future = tmp_path / "future.safetensors"
+    save_file(load_file(tiny_model), str(future), metadata=meta)
+    with pytest.raises(FastStyleError, match="format version 99, newer than this fast-style reads"):
+        read_metadata(future)
+
+
+def test_old_and_new_checkpoints_give_one_record(tiny_ckpt: Path, tmp_path: Path) -> None:
+    from fast_style.model_file import record_from_checkpoint
+
+    old = torch.load(tiny_ckpt, weights_only=True)
+    assert "model" in old["fast_style"]  # the fixture writes the version-1 layout
+    net, record = load_training_checkpoint(tiny_ckpt)
+    new = dict(old, fast_style=record)
+    assert record_from_checkpoint(new) == record_from_checkpoint(old) == record
+    assert record["model_kwargs"] == net.config() and record["training"]["global_step"] == 7

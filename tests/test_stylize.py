@@ -627,12 +627,12 @@ def test_safetensors_header_is_what_the_loader_checks(tiny_model: Path) -> None:
 
 
 def test_pickle_sniffing_does_not_mistake_safetensors() -> None:
-    from fast_style.inference.loading import _is_safetensors, _looks_like_pickle
+    from fast_style.model_file import looks_like_safetensors, looks_like_torch_file
 
     # a safetensors header of 0x0580 bytes starts with the same byte as a pickle PROTO opcode
     head = (0x0580).to_bytes(8, "little") + b'{"'
-    assert _looks_like_pickle(head) and _is_safetensors(head)
-    assert not _is_safetensors(pickle.dumps({"a": 1}, protocol=2)[:10])
+    assert looks_like_torch_file(head) and looks_like_safetensors(head)
+    assert not looks_like_safetensors(pickle.dumps({"a": 1}, protocol=2)[:10])
 
 
 def test_exclusive_write_keeps_a_file_that_appeared_meanwhile(tmp_path: Path) -> None:

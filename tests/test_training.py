@@ -85,11 +85,13 @@ def test_train_writes_checkpoint_scalars_and_images(tmp_path, image_folder, styl
     assert ckpt["global_step"] == 3
     keys = list(ckpt["state_dict"])
     assert keys and all(k.startswith("net.") for k in keys)  # no VGG, no style targets
-    assert ckpt["fast_style"]["model"] == {
-        "arch": "johnson",
-        "kwargs": {"channels": [4, 8, 8], "num_residual": 1},
-    }
-    assert ckpt["fast_style"]["style_name"] == "style"
+    record = ckpt["fast_style"]  # the record of fast_style.model_file, as inference files hold it
+    assert (record["format_version"], record["arch"], record["model_kwargs"]) == (
+        "2",
+        "johnson",
+        {"channels": [4, 8, 8], "num_residual": 1},
+    )
+    assert record["style_name"] == "style" and record["training"]["global_step"] == 3
     assert ckpt.get("optimizer_states")
 
     acc = events(run)

@@ -65,18 +65,19 @@ def adopt_model_loss(cfg: DictConfig, recorded: dict[str, Any], overridden: set[
     Returns the differences that remain (settings given on the command line that differ from the
     model's), each as ``key X (model) vs Y (here)``.
     """
-    from omegaconf import open_dict
+    from dataclasses import replace
+
+    from omegaconf import OmegaConf, open_dict
 
     from fast_style.trained_loss import LOSS_KEYS, differences, weights_mismatch
     from fast_style.validation import config_dict
 
+    adopted = {key: recorded[key] for key in LOSS_KEYS if key in recorded and key not in overridden}
+    kind = str(recorded.get("weights", "")).lower()
+    if "weights" not in overridden and kind in ("imagenet", "none"):
+        adopted["weights"] = kind
     with open_dict(cfg):
-        for key in LOSS_KEYS:
-            if key in recorded and key not in overridden:
-                cfg.loss[key] = recorded[key]
-        kind = str(recorded.get("weights", "")).lower()
-        if "weights" not in overridden and kind in ("imagenet", "none"):
-            cfg.loss.weights = kind
+        cfg.loss = OmegaConf.structured(replace(OmegaConf.to_object(cfg.loss), **adopted))
     found = differences(recorded, config_dict(cfg.loss))
     if kind == "file" and "weights" not in overridden:
         raise FastStyleError(

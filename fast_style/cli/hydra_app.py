@@ -45,6 +45,9 @@ def compose_config(
     """The config ``fast-style <command>`` would run with ``overrides``, composed without running anything."""
     from hydra import compose, initialize_config_dir, initialize_config_module
 
+    from fast_style.schema import register_schemas
+
+    register_schemas()
     source = config_search_path()
     context: initialize_config_dir | initialize_config_module
     if source.startswith("pkg://"):
@@ -107,8 +110,14 @@ def _compose(command: str, overrides: Sequence[str]) -> DictConfig:
         bad = next((arg for arg in overrides if not _parses(arg)), " ".join(overrides))
         raise FastStyleError(f"cannot read the override {bad!r}: {_QUOTING}") from None
     except HydraException as exc:
+        from fast_style.validation import explain_override
+
         hint = _other_commands_key(command, overrides)
         text = str(exc).split("Config search path")[0]
+        # A value the schema's type refuses: say what the key takes, as validate_config does.
+        refused = next((arg for arg in overrides if f"override {arg}" in text), None)
+        if hint is None and refused is not None:
+            hint = explain_override(command, refused)
         raise FastStyleError(hint or one_line(text)) from None
 
 
@@ -182,8 +191,10 @@ def run_hydra_task(
     """
     import hydra
 
+    from fast_style.schema import register_schemas
     from fast_style.validation import validate_config
 
+    register_schemas()
     args = list(sys.argv[1:] if argv is None else argv)
     created: Path | None = None
     try:

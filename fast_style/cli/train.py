@@ -67,9 +67,11 @@ def check_run_folder(cfg: DictConfig, run_dir: Path) -> None:
 
 
 def _check_same_network(net: torch.nn.Module, ckpt: dict[str, Any], path: str) -> None:
+    from fast_style.model_file import record_from_checkpoint
     from fast_style.models import model_config
 
-    saved, ours = ckpt["fast_style"].get("model"), model_config(net)
+    record = record_from_checkpoint(ckpt, path)
+    saved, ours = {"arch": record["arch"], "kwargs": record["model_kwargs"]}, model_config(net)
     if saved != ours:
         raise FastStyleError(
             f"{path} holds another network ({saved}) than this run builds ({ours}); pass the model settings "

@@ -7,7 +7,7 @@ images in tiles that share one set of instance-norm statistics.
 
 from fast_style.devices import resolve_device
 from fast_style.inference.backends import BACKENDS, resolve_backend
-from fast_style.inference.loading import PICKLE_SUFFIXES, load_network, read_metadata
+from fast_style.inference.loading import PICKLE_SUFFIXES, build_network, read_metadata
 from fast_style.inference.stylizer import AUTO_TILE_PIXELS, Stylizer
 from fast_style.inference.tiling import DEFAULT_TILE
 
@@ -17,7 +17,7 @@ __all__ = [
     "DEFAULT_TILE",
     "PICKLE_SUFFIXES",
     "Stylizer",
-    "load_network",
+    "build_network",
     "read_metadata",
     "resolve_backend",
     "resolve_device",

@@ -5,7 +5,6 @@ Pickles (``.pth``, ``.ckpt``, ...) are refused unread, since loading one could r
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -13,9 +12,10 @@ from typing import Any
 from fast_style.checkpoints import check_finite_weights
 from fast_style.errors import FastStyleError, one_line
 from fast_style.inference import onnx_runtime
+from fast_style.model_file import decode, looks_like_safetensors, looks_like_torch_file
 from fast_style.models import TransformNetwork, build_model, check_model_spec
 
-__all__ = ["PICKLE_SUFFIXES", "load_network", "read_metadata"]
+__all__ = ["PICKLE_SUFFIXES", "build_network", "read_metadata"]
 
 PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt", ".pkl", ".pickle", ".bin")
 
@@ -28,16 +28,6 @@ def _pickle_message(path: Path) -> str:
         f"{path.name} is a pickle file, which is never loaded for inference (it could run code); "
         f"export it first: fast-style export {path} -o {target}"
     )
-
-
-def _looks_like_pickle(head: bytes) -> bool:
-    # torch.save writes a zip archive; plain pickles start with the PROTO opcode.
-    return head.startswith(b"PK\x03\x04") or (len(head) >= 2 and head[0] == 0x80 and head[1] <= 5)
-
-
-def _is_safetensors(head: bytes) -> bool:
-    # 8-byte little-endian header length, then a JSON object.
-    return len(head) > 8 and 2 <= int.from_bytes(head[:8], "little") < 100_000_000 and head[8:9] == b"{"
 
 
 def _check_model_path(path: Path) -> bytes:
@@ -54,33 +44,16 @@ def _check_model_path(path: Path) -> bytes:
     return head
 
 
-def _decode_metadata(raw: dict[str, str], path: Path) -> dict[str, Any]:
-    if raw.get("format") != "fast_style":
-        raise FastStyleError(f"{path} is not a fast_style model file (no fast_style metadata)")
-    meta: dict[str, Any] = dict(raw)
-    try:
-        meta["model_kwargs"] = json.loads(raw["model_kwargs"])
-        meta["training"] = json.loads(raw.get("training", "{}"))
-    except (KeyError, json.JSONDecodeError) as exc:
-        raise FastStyleError(f"{path} has corrupt metadata ({exc})") from None
-    if not isinstance(meta["model_kwargs"], dict) or not isinstance(meta.get("arch"), str):
-        raise FastStyleError(f"{path} has corrupt metadata (no architecture)")
-    multiple = str(meta.get("multiple", "4"))
-    if not multiple.isdigit() or not 1 <= int(multiple) <= 64:
-        raise FastStyleError(f"{path} has corrupt metadata (multiple={multiple!r}, expected 1 to 64)")
-    return meta
-
-
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The header metadata of a fast_style ``.safetensors`` or ``.onnx`` file, with JSON fields decoded."""
+    """The record (``fast_style.model_file``) in a fast_style ``.safetensors`` or ``.onnx`` file's header."""
     path = Path(path)
     head = _check_model_path(path)
-    if _looks_like_pickle(head) and not _is_safetensors(head):
+    if looks_like_torch_file(head) and not looks_like_safetensors(head):
         raise FastStyleError(_pickle_message(path))
     if path.suffix.lower() == ".onnx":
         session = onnx_runtime.build_session(path, "cpu", name=path.name)
-        return _decode_metadata(session.get_modelmeta().custom_metadata_map, path)
-    if not _is_safetensors(head):
+        return decode(session.get_modelmeta().custom_metadata_map, path)
+    if not looks_like_safetensors(head):
         raise FastStyleError(f"{path} is not a .safetensors model file (corrupt or another format)")
     from safetensors import safe_open
 
@@ -89,7 +62,7 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
             raw = dict(fh.metadata() or {})
     except Exception as exc:
         raise FastStyleError(f"cannot read model file {path}: {one_line(exc)}") from None
-    return _decode_metadata(raw, path)
+    return decode(raw, path)
 
 
 def _check_tensors_match(path: Path, meta: dict[str, Any]) -> None:
@@ -109,7 +82,7 @@ def _check_tensors_match(path: Path, meta: dict[str, Any]) -> None:
         raise FastStyleError(f"{path} does not match its architecture {meta['arch']!r}: {exc}") from None
 
 
-def load_network(path: str | os.PathLike[str], meta: dict[str, Any]) -> TransformNetwork:
+def build_network(path: str | os.PathLike[str], meta: dict[str, Any]) -> TransformNetwork:
     """The network of a ``.safetensors`` inference file whose metadata ``read_metadata`` returned."""
     from safetensors.torch import load_file
 

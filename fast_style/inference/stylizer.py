@@ -17,7 +17,7 @@ from fast_style.errors import FastStyleError
 from fast_style.images import normalize_mode, resize_long_side, rgb_array
 from fast_style.inference import tiling
 from fast_style.inference.backends import Backend, OnnxRuntimeBackend, TorchBackend, resolve_backend
-from fast_style.inference.loading import load_network, read_metadata
+from fast_style.inference.loading import build_network, read_metadata
 from fast_style.models import TransformNetwork
 
 if TYPE_CHECKING:
@@ -110,7 +110,7 @@ class Stylizer:
         path = Path(path)
         meta = read_metadata(path)
         if path.suffix.lower() != ".onnx":
-            return cls(load_network(path, meta), meta, device, backend)
+            return cls(build_network(path, meta), meta, device, backend)
         if backend == "torch":
             raise FastStyleError(
                 f"{path.name} is an ONNX model; it runs on onnxruntime, not the torch backend"

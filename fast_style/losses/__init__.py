@@ -23,6 +23,7 @@ from fast_style.losses.vgg import (
     load_vgg_features,
     weights_file_identity,
 )
+from fast_style.schema import LossConfig
 
 __all__ = [
     "AUTO",
@@ -43,8 +44,8 @@ __all__ = [
 
 
 def build_perceptual_loss(
-    network: str = "vgg16",
-    weights: str | os.PathLike[str] | None = "imagenet",
+    network: str = LossConfig.network,
+    weights: str | os.PathLike[str] | None = LossConfig.weights,
     content_layers: Sequence[str] = CONTENT_LAYERS,
     style_layers: Sequence[str] = STYLE_LAYERS,
     **weighting: Any,
@@ -52,7 +53,7 @@ def build_perceptual_loss(
     """A ``PerceptualLoss`` over a frozen torchvision VGG; the ``_target_`` of the ``loss`` configs.
 
     ``weighting``: the term and layer weights of ``PerceptualLoss`` (``style_weight``,
-    ``style_layer_weights``, ...).
+    ``style_layer_weights``, ...); every default is ``LossConfig``'s.
     """
     encoder = VGGFeatures([*content_layers, *style_layers], network=network, weights=weights)
     return PerceptualLoss(encoder, content_layers, style_layers, **weighting)

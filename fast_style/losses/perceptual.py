@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -12,6 +13,7 @@ from torch.nn import functional as F
 
 from fast_style.errors import FastStyleError
 from fast_style.losses.vgg import weights_file_identity
+from fast_style.schema import CONTENT_LAYERS, STYLE_LAYERS, LossConfig
 
 __all__ = [
     "AUTO",
@@ -26,9 +28,6 @@ __all__ = [
 
 
 AUTO = "auto"
-# The layers of Johnson et al. and pytorch/examples: content at relu2_2, style at four depths.
-CONTENT_LAYERS = ("relu2_2",)
-STYLE_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
 LayerWeights = Sequence[float] | Mapping[str, float] | str | None
 
 # Keeps an all-zero target (a flat black style image) from dividing by zero.
@@ -132,11 +131,11 @@ class PerceptualLoss(nn.Module):
         encoder: nn.Module,
         content_layers: Sequence[str] = CONTENT_LAYERS,
         style_layers: Sequence[str] = STYLE_LAYERS,
-        style_layer_weights: LayerWeights = AUTO,
-        content_weight: float = 1.0,
-        style_weight: float = 1.0,
-        tv_weight: float = 0.0,
-        content_layer_weights: LayerWeights = AUTO,
+        style_layer_weights: LayerWeights = LossConfig.style_layer_weights,
+        content_weight: float = LossConfig.content_weight,
+        style_weight: float = LossConfig.style_weight,
+        tv_weight: float = LossConfig.tv_weight,
+        content_layer_weights: LayerWeights = LossConfig.content_layer_weights,
     ) -> None:
         super().__init__()
         self.encoder = encoder
@@ -253,18 +252,19 @@ class PerceptualLoss(nn.Module):
         """
         encoder_weights = str(getattr(self.encoder, "weights", ""))
         kind = encoder_weights.lower() if encoder_weights.lower() in ("imagenet", "none", "") else "file"
-        info: dict[str, Any] = {
-            "network": getattr(self.encoder, "network", None),
-            "weights": kind,
-            "content_layers": list(self.content_layers),
-            "style_layers": list(self.style_layers),
-            "content_layer_weights": AUTO if self.content_auto else list(self.content_layer_weights.values()),
-            "style_layer_weights": AUTO if self.style_auto else list(self.style_layer_weights.values()),
-            "resolved_style_layer_weights": list(self.style_layer_weights.values()),
-            "content_weight": self.content_weight,
-            "style_weight": self.style_weight,
-            "tv_weight": self.tv_weight,
-        }
+        config = LossConfig(
+            network=getattr(self.encoder, "network", None),
+            weights=kind,
+            content_layers=list(self.content_layers),
+            style_layers=list(self.style_layers),
+            content_layer_weights=AUTO if self.content_auto else list(self.content_layer_weights.values()),
+            style_layer_weights=AUTO if self.style_auto else list(self.style_layer_weights.values()),
+            content_weight=self.content_weight,
+            style_weight=self.style_weight,
+            tv_weight=self.tv_weight,
+        )
+        info = {key: value for key, value in dataclasses.asdict(config).items() if key != "_target_"}
+        info["resolved_style_layer_weights"] = list(self.style_layer_weights.values())
         info.update(weights_file_identity(encoder_weights))
         return info
 
