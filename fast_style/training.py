@@ -285,7 +285,7 @@ class StyleTransferModule(pl.LightningModule):
         checkpoint["fast_style"] = new_record(
             config["arch"],
             config["kwargs"],
-            multiple=self.net.multiple,
+            multiple=int(self.net.multiple),  # type: ignore[arg-type]
             style_name=self.style_name,
             loss={**self.loss_fn.settings(), **self.style_info},
             global_step=self.global_step,

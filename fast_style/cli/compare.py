@@ -69,6 +69,7 @@ def adopt_model_loss(cfg: DictConfig, recorded: dict[str, Any], overridden: set[
 
     from omegaconf import OmegaConf, open_dict
 
+    from fast_style.schema import LossConfig
     from fast_style.trained_loss import LOSS_KEYS, differences, weights_mismatch
     from fast_style.validation import config_dict
 
@@ -77,7 +78,9 @@ def adopt_model_loss(cfg: DictConfig, recorded: dict[str, Any], overridden: set[
     if "weights" not in overridden and kind in ("imagenet", "none"):
         adopted["weights"] = kind
     with open_dict(cfg):
-        cfg.loss = OmegaConf.structured(replace(OmegaConf.to_object(cfg.loss), **adopted))
+        current = OmegaConf.to_object(cfg.loss)
+        assert isinstance(current, LossConfig)  # the loss group's schema
+        cfg.loss = OmegaConf.structured(replace(current, **adopted))
     found = differences(recorded, config_dict(cfg.loss))
     if kind == "file" and "weights" not in overridden:
         raise FastStyleError(

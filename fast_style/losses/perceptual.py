@@ -253,7 +253,7 @@ class PerceptualLoss(nn.Module):
         encoder_weights = str(getattr(self.encoder, "weights", ""))
         kind = encoder_weights.lower() if encoder_weights.lower() in ("imagenet", "none", "") else "file"
         config = LossConfig(
-            network=getattr(self.encoder, "network", None),
+            network=getattr(self.encoder, "network", None),  # type: ignore[arg-type]  # None: not a VGG
             weights=kind,
             content_layers=list(self.content_layers),
             style_layers=list(self.style_layers),
