@@ -22,7 +22,9 @@ class Backend(Protocol):
 
     name: str
 
-    def run(self, images: torch.Tensor) -> torch.Tensor: ...
+    def run(self, images: torch.Tensor, style: torch.Tensor | None = None) -> torch.Tensor:
+        """Stylize ``images``; ``style`` ``(B or 1, S)``: the style weights of a multi-style network."""
+        ...
 
 
 class TorchBackend:
@@ -33,9 +35,9 @@ class TorchBackend:
     def __init__(self, net: TransformNetwork) -> None:
         self.net = net
 
-    def run(self, images: torch.Tensor) -> torch.Tensor:
-        """Stylize ``images`` of any size."""
-        return self.net(images)
+    def run(self, images: torch.Tensor, style: torch.Tensor | None = None) -> torch.Tensor:
+        """Stylize ``images`` of any size (``style``: see ``Backend.run``)."""
+        return self.net(images, style=style)
 
 
 class OnnxRuntimeBackend:
@@ -50,29 +52,42 @@ class OnnxRuntimeBackend:
         net: TransformNetwork | None = None,
         multiple: int = 4,
         device: torch.device,
+        release_memory: bool = False,
     ) -> None:
         if session is None and net is None:
             raise ValueError("OnnxRuntimeBackend needs a session or a network")
         self._session = session
+        self.release_memory = release_memory  # hand the session's scratch memory back after each run
         self.net = net
         self.multiple = net.multiple if net is not None else multiple
         self.device = device
 
     @classmethod
-    def from_file(cls, path: Path, multiple: int, device: torch.device) -> OnnxRuntimeBackend:
+    def from_file(
+        cls, path: Path, multiple: int, device: torch.device, release_memory: bool = False
+    ) -> OnnxRuntimeBackend:
         """A backend running the exported ``.onnx`` graph at ``path``."""
         return cls(
-            onnx_runtime.build_session(path, device.type, name=path.name), multiple=multiple, device=device
+            onnx_runtime.build_session(path, device.type, name=path.name),
+            multiple=multiple,
+            device=device,
+            release_memory=release_memory,
         )
 
-    def run(self, images: torch.Tensor) -> torch.Tensor:
-        """Stylize ``images`` of any size: the graph takes multiples of ``multiple``, so pad and crop."""
+    def run(self, images: torch.Tensor, style: torch.Tensor | None = None) -> torch.Tensor:
+        """Stylize ``images`` of any size: the graph takes multiples of ``multiple``, so pad and crop.
+
+        A multi-style graph takes ``style`` as its second input (``Backend.run``).
+        """
         if self._session is None:
             assert self.net is not None
             self._session = onnx_runtime.session_for(self.net, self.device.type)
             self.net.to(self.device)  # building a graph moves the network to the CPU
         h, w = images.shape[-2:]
-        return onnx_runtime.run_session(self._session, pad_to_multiple(images, self.multiple))[..., :h, :w]
+        padded = pad_to_multiple(images, self.multiple)
+        return onnx_runtime.run_session(self._session, padded, shrink_arena=self.release_memory, style=style)[
+            ..., :h, :w
+        ]
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:

@@ -49,8 +49,11 @@ class _AlignedNetwork(nn.Module):
         super().__init__()
         self.net = net
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net.forward_aligned(images)
+    def forward(self, images: torch.Tensor, style: torch.Tensor | None = None) -> torch.Tensor:
+        if style is None:
+            return self.net.forward_aligned(images)
+        with self.net.styled(style):
+            return self.net.forward_aligned(images)
 
 
 def available() -> bool:
@@ -66,7 +69,9 @@ def available() -> bool:
 def onnx_graph(net: TransformNetwork, opset: int = ONNX_OPSET, metadata: dict[str, str] | None = None) -> Any:
     """``net`` as an ``onnx.ModelProto``: input ``image`` and output ``stylized``, dynamic batch and size.
 
-    The graph expects ``H`` and ``W`` that are multiples of the network's ``multiple`` (4).
+    The graph expects ``H`` and ``W`` that are multiples of the network's ``multiple`` (4). A
+    multi-style network's graph has a second input ``style``, ``(B or 1, num_styles)`` style weights,
+    so a runtime can pick or mix the styles.
     """
     try:
         import onnx
@@ -77,17 +82,24 @@ def onnx_graph(net: TransformNetwork, opset: int = ONNX_OPSET, metadata: dict[st
     was_training = net.training
     wrapper = _AlignedNetwork(net.cpu().eval()).eval()
     axes = {0: "batch", 2: "height", 3: "width"}
+    styles = net.num_styles
+    inputs: tuple[torch.Tensor, ...] = (torch.rand(1, 3, 64, 64),)
+    names, dynamic = ["image"], {"image": axes, "stylized": axes}
+    if styles > 1:
+        inputs += (torch.full((1, styles), 1.0 / styles),)
+        names.append("style")
+        dynamic["style"] = {0: "style_batch"}
     buffer = io.BytesIO()
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 wrapper,
-                (torch.rand(1, 3, 64, 64),),
+                inputs,
                 buffer,  # type: ignore[arg-type]  # the TorchScript exporter writes to file objects too
-                input_names=["image"],
+                input_names=names,
                 output_names=["stylized"],
-                dynamic_axes={"image": axes, "stylized": axes},
+                dynamic_axes=dynamic,
                 opset_version=opset,
                 dynamo=False,  # the TorchScript-based exporter needs no onnxscript
             )
@@ -279,8 +291,27 @@ def build_session(model: Any, device: str = "cpu", name: str = "model") -> Any:
         raise FastStyleError(f"cannot load ONNX model {name}: {str(exc).splitlines()[0][:200]}") from None
 
 
-def run_session(session: Any, images: torch.Tensor) -> torch.Tensor:
-    """Run ``session`` on ``(B, 3, H, W)`` float images; the result comes back on ``images``' device."""
-    name = session.get_inputs()[0].name
+def run_session(
+    session: Any, images: torch.Tensor, shrink_arena: bool = False, style: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Run ``session`` on ``(B, 3, H, W)`` float images; the result comes back on ``images``' device.
+
+    onnxruntime keeps the memory of its largest run in an arena for the session's life;
+    ``shrink_arena`` hands it back after this run (about 10% slower on CPU; benchmarks/serve_memory.py).
+    A multi-style graph needs ``style`` (its second input; ``onnx_graph``).
+    """
+    graph_inputs = [i.name for i in session.get_inputs()]
+    name = graph_inputs[0]
     array = np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)
-    return torch.from_numpy(session.run(None, {name: array})[0]).to(images.device)
+    feed = {name: array}
+    if len(graph_inputs) > 1:
+        if style is None:
+            raise FastStyleError("this ONNX model paints several styles: give the style weights")
+        feed[graph_inputs[1]] = np.ascontiguousarray(style.detach().cpu().float().numpy())
+    options = None
+    if shrink_arena:
+        import onnxruntime as ort
+
+        options = ort.RunOptions()
+        options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    return torch.from_numpy(session.run(None, feed, options)[0]).to(images.device)

@@ -70,7 +70,8 @@ class Stylizer:
     Whole images run on a ``Backend``: ``auto`` picks onnxruntime on CPU when it is installed (the
     graph is built from the network on first use) and PyTorch otherwise. Tiled images always run
     in PyTorch, where the tiles can share one set of instance-norm statistics; a stylizer for an
-    ``.onnx`` file has no network and runs whole images only.
+    ``.onnx`` file has no network and runs whole images only. ``release_memory`` hands onnxruntime's
+    scratch memory back after each image, for long-running processes (a server).
     """
 
     def __init__(
@@ -79,6 +80,7 @@ class Stylizer:
         metadata: dict[str, Any] | None = None,
         device: str | torch.device = "cpu",
         backend: str | Backend = "auto",
+        release_memory: bool = False,
     ) -> None:
         self.device = resolve_device(device)
         self.net = net.eval().requires_grad_(False).to(self.device) if net is not None else None
@@ -88,7 +90,9 @@ class Stylizer:
                 raise ValueError("a Stylizer without a network needs a Backend object")
             name = resolve_backend(backend, self.device)
             backend = (
-                TorchBackend(net) if name == "torch" else OnnxRuntimeBackend(net=net, device=self.device)
+                TorchBackend(net)
+                if name == "torch"
+                else OnnxRuntimeBackend(net=net, device=self.device, release_memory=release_memory)
             )
         self._backend = backend
         self.backend = backend.name
@@ -105,19 +109,26 @@ class Stylizer:
         return self.net is not None
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike[str], device: str = "cpu", backend: str = "auto") -> Stylizer:
+    def from_file(
+        cls,
+        path: str | os.PathLike[str],
+        device: str = "cpu",
+        backend: str = "auto",
+        release_memory: bool = False,
+    ) -> Stylizer:
         """Load an exported ``.safetensors`` (or ``.onnx``) model; pickles are refused unread."""
         path = Path(path)
         meta = read_metadata(path)
         if path.suffix.lower() != ".onnx":
-            return cls(build_network(path, meta), meta, device, backend)
+            return cls(build_network(path, meta), meta, device, backend, release_memory)
         if backend == "torch":
             raise FastStyleError(
                 f"{path.name} is an ONNX model; it runs on onnxruntime, not the torch backend"
             )
         resolved = resolve_device(device)
+        multiple = int(meta.get("multiple", 4))
         return cls(
-            None, meta, resolved, OnnxRuntimeBackend.from_file(path, int(meta.get("multiple", 4)), resolved)
+            None, meta, resolved, OnnxRuntimeBackend.from_file(path, multiple, resolved, release_memory)
         )
 
     @torch.inference_mode()
