@@ -364,9 +364,10 @@ def test_command_serves_until_interrupted(model_dir: Path) -> None:
     )
     try:
         assert proc.stdout is not None
-        lines = [proc.stdout.readline(), proc.stdout.readline()]
+        lines = [proc.stdout.readline() for _ in range(3)]
         assert "2 models (tiny_a, tiny_b)" in lines[0]
-        url = lines[1].split("open ")[1].split()[0].rstrip("/")
+        assert "answers requests addressed to" in lines[1] and "localhost" in lines[1]
+        url = lines[2].split("open ")[1].split()[0].rstrip("/")
         assert url.startswith("http://127.0.0.1:")
         assert [m["name"] for m in httpx.get(f"{url}/api/models").json()["models"]] == ["tiny_a", "tiny_b"]
         proc.send_signal(signal.SIGINT)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import sys
 
 from fast_style.cli.arguments import add_device_option, argparse_main
@@ -15,6 +16,30 @@ from fast_style.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, FastStyleError
 __all__ = ["main"]
 
 PROG = "fast-style serve"
+# --OPTION -> the Deadlines field it sets, and what it bounds
+_DEADLINE_OPTIONS = {
+    "--headers-timeout": ("headers", "seconds a client has to send a request's headers, then 408"),
+    "--body-timeout": ("body", "seconds a client has to send an upload, then 408"),
+    "--idle-timeout": ("idle", "seconds a connection may stay open with no request on it"),
+}
+
+
+def _deadline_defaults() -> dict[str, float]:
+    try:
+        from fast_style.web.limits import Deadlines
+    except ImportError:  # the web extra is missing; _serve says so
+        return {}
+    return {name: float(getattr(Deadlines(), name)) for name, _ in _DEADLINE_OPTIONS.values()}
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -26,6 +51,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)"
+    )
+    parser.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a name the Host header may carry besides this machine's own names and addresses "
+        "(repeatable); requests addressed to any other name are refused",
     )
     parser.add_argument(
         "--port", type=int, default=7860, help="port to listen on (default: 7860; 0 picks a free one)"
@@ -40,6 +73,17 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-shipped", action="store_true", help="offer only the models in --models")
     add_device_option(parser)
     parser.add_argument("--access-log", action="store_true", help="print one line per request")
+    defaults = _deadline_defaults()
+    for option, (name, what) in _DEADLINE_OPTIONS.items():
+        default = f" (default: {defaults[name]:g})" if name in defaults else ""
+        parser.add_argument(
+            option,
+            dest=f"{name}_timeout",
+            type=_seconds,
+            default=None,
+            metavar="S",
+            help=f"{what}{default}",
+        )
     return parser
 
 
@@ -50,6 +94,8 @@ def _serve(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         from fast_style.web.app import create_app
+        from fast_style.web.guard import host_name, machine_host_names
+        from fast_style.web.limits import Deadlines
         from fast_style.web.server import bind, is_loopback, serve
     except ImportError as exc:
         print(
@@ -59,15 +105,33 @@ def _serve(args: argparse.Namespace) -> int:
         return EXIT_USAGE
 
     local = is_loopback(args.host)
-    # On a loopback address only this machine's names are accepted in the Host header, so a web
-    # page elsewhere cannot reach the server through a DNS name that points here.
-    allowed_hosts = ["127.0.0.1", "localhost", "::1", args.host] if local else None
+    # On any address only this machine's names (and --allow-host ones) are accepted in the Host
+    # header, so a web page elsewhere cannot reach the server through a DNS name that points here.
+    own = machine_host_names()
+    listening = (
+        [] if args.host in ("0.0.0.0", "::", "") else [args.host]
+    )  # a name or address chosen to listen on
+    extra = [host_name(name)[0] for name in [*listening, *args.allow_host]]
+    bad = [name for name in args.allow_host if not host_name(name)[0] or set("/@ ?#") & set(name)]
+    if bad:
+        print(
+            f"{PROG}: error: --allow-host takes a host name such as my-box.local, got {bad[0]!r}",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    chosen = {}
+    for name, _ in _DEADLINE_OPTIONS.values():
+        value = getattr(args, f"{name}_timeout")
+        if value is not None:
+            chosen[name] = value
+    deadlines = Deadlines(**chosen)
     try:
         app = create_app(
             args.models,
             shipped=not args.no_shipped,
             device=args.device,
-            allowed_hosts=allowed_hosts,
+            allowed_hosts=[*own, *extra],
+            deadlines=deadlines,
         )
     except FastStyleError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
@@ -87,9 +151,14 @@ def _serve(args: argparse.Namespace) -> int:
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     print(f"{PROG}: {len(state.catalog)} models ({', '.join(state.catalog.names())})")
+    names = ", ".join(dict.fromkeys([*own, *extra]))
+    print(
+        f"{PROG}: answers requests addressed to {names} or the address it is reached at; "
+        "--allow-host NAME adds a name"
+    )
     print(f"{PROG}: open http://{shown}:{port}/ in a browser (Ctrl+C stops)", flush=True)
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn shuts down cleanly, then passes Ctrl+C on
-        serve(app, sock, access_log=args.access_log)
+        serve(app, sock, access_log=args.access_log, deadlines=deadlines)
     print(f"{PROG}: stopped")
     return EXIT_OK
 

@@ -4,7 +4,8 @@ Routes: ``GET /`` the page, ``GET /static/...`` its script and styles, ``GET /ap
 models and limits, ``GET /api/demo`` the demo photo, ``POST /api/stylize`` a stylized PNG. Every
 error is JSON ``{"error": "one line"}`` with a 4xx status (5xx only for the server's own faults).
 One inference runs at a time, in a worker thread, so the event loop keeps answering; requests
-beyond that wait in a queue of bounded length.
+whose upload is complete wait for it in a queue of bounded length. An upload has ``Deadlines.body``
+seconds to arrive. Every request passes ``guard.Guard`` first (Host and Origin checks).
 """
 
 from __future__ import annotations
@@ -22,76 +23,47 @@ from pathlib import Path
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fast_style import __version__
 from fast_style.devices import resolve_device
 from fast_style.errors import FastStyleError
 from fast_style.images import decode_image
 from fast_style.web.catalog import ModelCatalog, demo_photo, find_models, shipped_models_dir
-from fast_style.web.form import FormError, parse_form, read_body
-from fast_style.web.limits import FORMATS, ApiError, Limits, StylizeRequest, parse_request, probe_image
+from fast_style.web.form import FormError, read_form
+from fast_style.web.guard import Guard, error_response, machine_host_names
+from fast_style.web.limits import (
+    FORMATS,
+    ApiError,
+    Deadlines,
+    Limits,
+    StylizeRequest,
+    parse_request,
+    probe_image,
+)
+from fast_style.web.memory import release_freed_memory
 
 __all__ = ["WebState", "create_app"]
 
 STATIC = Path(__file__).resolve().parent / "static"
 _FORM_OVERHEAD = 64 * 1024  # room for the boundaries and the small fields beside the image
-# The page may load only what this server serves: no CDN, no fonts, no beacons.
-_SECURITY_HEADERS = [
-    (
-        b"content-security-policy",
-        b"default-src 'self'; img-src 'self' blob: data:; script-src 'self'; style-src 'self'; "
-        b"connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
-    ),
-    (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
-]
 log = logging.getLogger("fast_style.web")
-
-
-class _Guard:
-    """ASGI middleware: refuses unlisted ``Host`` headers (JSON 400), adds ``_SECURITY_HEADERS`` to every answer."""
-
-    def __init__(self, app: ASGIApp, allowed_hosts: Sequence[str] | None = None) -> None:
-        self.app = app
-        self.allowed = None if allowed_hosts is None else {h.lower() for h in allowed_hosts}
-
-    def _host_allowed(self, scope: Scope) -> bool:
-        if self.allowed is None:
-            return True
-        host = dict(scope["headers"]).get(b"host", b"").decode("latin-1").lower()
-        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host  # drop the port
-        return name.strip("[]") in self.allowed
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", []), *_SECURITY_HEADERS]}
-            await send(message)
-
-        if not self._host_allowed(scope):
-            refusal = _error("this server answers only requests addressed to this machine (Host header)", 400)
-            await refusal(scope, receive, send_with_headers)
-            return
-        await self.app(scope, receive, send_with_headers)
 
 
 class WebState:
     """What the routes share: the models, the limits, the inference thread and the queue length."""
 
-    def __init__(self, catalog: ModelCatalog, limits: Limits, skipped: list[str]) -> None:
+    def __init__(
+        self, catalog: ModelCatalog, limits: Limits, skipped: list[str], deadlines: Deadlines | None = None
+    ) -> None:
         self.catalog = catalog
         self.limits = limits
+        self.deadlines = deadlines or Deadlines()
         self.skipped = skipped  # one line per model file that could not be offered
-        self.pending = 0  # requests between arrival and answer; changed only on the event loop
+        self.pending = 0  # complete uploads between queueing and answer; changed only on the event loop
         self._executor: ThreadPoolExecutor | None = None
 
     def executor(self) -> ThreadPoolExecutor:
@@ -105,10 +77,6 @@ class WebState:
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
-
-
-def _error(message: str, status: int) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers={"cache-control": "no-store"})
 
 
 def _stylize_now(state: WebState, req: StylizeRequest) -> tuple[bytes, dict[str, str]]:
@@ -138,29 +106,59 @@ def _stylize_now(state: WebState, req: StylizeRequest) -> tuple[bytes, dict[str,
     return buffer.getvalue(), headers
 
 
-async def _stylize(request: Request) -> Response:
+def _stylize_and_release(state: WebState, req: StylizeRequest) -> tuple[bytes, dict[str, str]]:
+    """``_stylize_now``, then hand what it freed back to the system (the request's images are gone by then)."""
+    try:
+        return _stylize_now(state, req)
+    finally:
+        release_freed_memory()
+
+
+def _client(request: Request) -> str:
+    return f"{request.client.host}:{request.client.port}" if request.client else "a client"
+
+
+async def _read_upload(request: Request) -> StylizeRequest:
+    """The checked form of a stylize request, read within the body deadline; raises ``FormError``/``ApiError``."""
     state: WebState = request.app.state.web
     limits = state.limits
-    if state.pending >= limits.max_pending:
-        return _error(f"the server is busy ({state.pending} requests waiting); try again shortly", 503)
-    state.pending += 1
+    body_limit = limits.max_upload_bytes + _FORM_OVERHEAD
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > body_limit:
+        raise FormError(f"the upload is larger than the {limits.max_upload_mb} MB limit", status=413)
+    form = await read_form(request.stream(), request.headers.get("content-type", ""), body_limit)
+    req = parse_request(form, state.catalog, limits)
+    probe_image(req, limits)  # refuse non-images and oversized images before they queue
+    return req
+
+
+async def _stylize(request: Request) -> Response:
+    state: WebState = request.app.state.web
     arrived = time.perf_counter()
+    seconds = state.deadlines.body
     try:
-        body_limit = limits.max_upload_bytes + _FORM_OVERHEAD
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > body_limit:
-            raise FormError(f"the upload is larger than the {limits.max_upload_mb} MB limit", status=413)
-        body = await read_body(request.stream(), body_limit)
-        form = parse_form(request.headers.get("content-type", ""), body)
-        del body
-        req = parse_request(form, state.catalog, limits)
-        probe_image(req, limits)  # refuse non-images and oversized images before they queue
-        loop = asyncio.get_running_loop()
-        png, headers = await loop.run_in_executor(state.executor(), _stylize_now, state, req)
+        req = await asyncio.wait_for(_read_upload(request), seconds)
     except (FormError, ApiError) as exc:
-        return _error(str(exc), exc.status)
+        return error_response(str(exc), exc.status)
+    except asyncio.TimeoutError:
+        log.warning("%s: upload not complete after %g s; answered 408", _client(request), seconds)
+        return error_response(f"the upload did not arrive within {seconds:g} s", 408, close=True)
+    except ClientDisconnect:
+        log.warning("%s closed the connection during its upload", _client(request))
+        return Response(status_code=400)  # nobody is left to read it
+    # Only a complete upload takes a place in the queue, so stalled uploads cannot fill it.
+    if state.pending >= state.limits.max_pending:
+        return error_response(
+            f"the server is busy ({state.pending} requests waiting); try again shortly", 503
+        )
+    state.pending += 1
+    try:
+        loop = asyncio.get_running_loop()
+        png, headers = await loop.run_in_executor(state.executor(), _stylize_and_release, state, req)
+    except ApiError as exc:
+        return error_response(str(exc), exc.status)
     except FastStyleError as exc:  # raised while stylizing: the server's problem, not the request's
-        return _error(str(exc), 500)
+        return error_response(str(exc), 500)
     finally:
         state.pending -= 1
     headers["x-total-seconds"] = f"{time.perf_counter() - arrived:.3f}"
@@ -184,7 +182,7 @@ async def _models(request: Request) -> Response:
 async def _demo(request: Request) -> Response:
     photo = demo_photo()
     if photo is None:
-        return _error("no demo photo in this installation", 404)
+        return error_response("no demo photo in this installation", 404)
     return FileResponse(photo, media_type="image/jpeg")
 
 
@@ -194,12 +192,12 @@ async def _index(request: Request) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    return _error(str(exc.detail), exc.status_code)
+    return error_response(str(exc.detail), exc.status_code)
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:
     log.exception("error while answering %s %s", request.method, request.url.path)
-    return _error(f"internal error: {type(exc).__name__}", 500)
+    return error_response(f"internal error: {type(exc).__name__}", 500)
 
 
 def create_app(
@@ -209,11 +207,13 @@ def create_app(
     device: str = "auto",
     limits: Limits | None = None,
     allowed_hosts: Sequence[str] | None = None,
+    deadlines: Deadlines | None = None,
 ) -> Starlette:
     """The ASGI app serving the shipped models (when ``shipped`` and present) and those in ``model_dirs``.
 
-    ``allowed_hosts`` restricts the ``Host`` header (``None``: any). Raises ``FastStyleError`` for
-    a missing folder, an unknown device, or when no model is found.
+    ``allowed_hosts`` are the names the ``Host`` header may carry besides the address a request
+    arrives at (``None``: ``machine_host_names()``); ``deadlines.body`` bounds each upload. Raises
+    ``FastStyleError`` for a missing folder, an unknown device, or when no model is found.
     """
     resolve_device(device)
     shipped_dir = shipped_models_dir() if shipped else None
@@ -222,7 +222,9 @@ def create_app(
     if not entries:
         where = ", ".join(str(f) for f in folders) or "no folder (pass --models DIR)"
         raise FastStyleError(f"no .safetensors models found in {where}")
-    state = WebState(ModelCatalog(entries, device), limits or Limits(), skipped)
+    limits = limits or Limits()
+    state = WebState(ModelCatalog(entries, device, limits.max_whole_pixels), limits, skipped, deadlines)
+    hosts = machine_host_names() if allowed_hosts is None else list(allowed_hosts)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -237,7 +239,7 @@ def create_app(
             Route("/api/stylize", _stylize, methods=["POST"]),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ],
-        middleware=[Middleware(_Guard, allowed_hosts=allowed_hosts)],
+        middleware=[Middleware(Guard, allowed_hosts=hosts)],
         exception_handlers={HTTPException: _http_error, Exception: _server_error},
         lifespan=lifespan,
     )

@@ -87,12 +87,17 @@ def find_models(folders: Sequence[str | os.PathLike[str]]) -> tuple[list[ModelEn
 class ModelCatalog:
     """Models by name, each loaded once on first use and kept; measured speeds for the page's estimate.
 
-    ``stylizer`` is meant for the one inference thread; the speed table is safe from any thread.
+    The models hand their scratch memory back after each image, and on the CPU tile images of more
+    than ``whole_pixels`` (``None``: the ``Stylizer``'s own choice). ``stylizer`` is meant for the one
+    inference thread; the speed table is safe from any thread.
     """
 
-    def __init__(self, entries: Sequence[ModelEntry], device: str = "auto") -> None:
+    def __init__(
+        self, entries: Sequence[ModelEntry], device: str = "auto", whole_pixels: int | None = None
+    ) -> None:
         self._entries = {entry.name: entry for entry in entries}
         self._device = device
+        self._whole_pixels = whole_pixels
         self._loaded: dict[str, Stylizer] = {}
         self._rates: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -119,7 +124,9 @@ class ModelCatalog:
             raise KeyError(name)
         stylizer = self._loaded.get(name)
         if stylizer is None:
-            stylizer = Stylizer.from_file(self._entries[name].path, device=self._device)
+            stylizer = Stylizer.from_file(self._entries[name].path, device=self._device, release_memory=True)
+            if self._whole_pixels is not None and stylizer.device.type == "cpu":  # RAM, not GPU memory
+                stylizer.auto_tile_pixels = self._whole_pixels
             # The first run builds the backend's graph (seconds); do it now so timings measure stylizing.
             stylizer.stylize_array(np.zeros((64, 64, 3), dtype=np.uint8))
             self._loaded[name] = stylizer

@@ -1,18 +1,19 @@
-"""Read a ``multipart/form-data`` request body into memory, within a size limit.
+"""Read a ``multipart/form-data`` request body into memory as it arrives, within a size limit.
 
-The body is parsed from bytes already held in memory, so an upload never becomes a temporary
-file, and nothing of it outlives the request that sent it.
+The body is parsed chunk by chunk, so an upload is held once (as its parts), never as a whole body
+and then again as parts; it never becomes a temporary file, and nothing of it outlives the request.
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-__all__ = ["Form", "FormError", "parse_form", "read_body"]
+__all__ = ["Form", "FormError", "read_form"]
 
 MAX_PARTS = 16
 
@@ -43,16 +44,6 @@ class Form:
             raise FormError(f"form field {name!r} is not UTF-8 text") from None
 
 
-async def read_body(chunks: AsyncIterator[bytes], limit: int) -> bytes:
-    """Collect a request body, stopping with a 413 ``FormError`` as soon as it passes ``limit`` bytes."""
-    body = bytearray()
-    async for chunk in chunks:
-        body += chunk
-        if len(body) > limit:
-            raise FormError(f"the request is larger than the {limit / 2**20:.0f} MB limit", status=413)
-    return bytes(body)
-
-
 class _PartCollector:
     """Callbacks for ``MultipartParser`` that gather each part's headers and bytes into a ``Form``."""
 
@@ -61,7 +52,9 @@ class _PartCollector:
         self.headers: dict[bytes, bytes] = {}
         self.header = bytearray()
         self.value = bytearray()
-        self.data = bytearray()
+        # A part's bytes go straight into a BytesIO: getvalue() at the end hands over its buffer
+        # without copying it (CPython), where bytes(bytearray) would hold the part twice.
+        self.data = io.BytesIO()
         self.complete = False
 
     def callbacks(self) -> dict[str, object]:
@@ -70,7 +63,7 @@ class _PartCollector:
             "on_header_field": lambda data, start, end: self.header.extend(data[start:end]),
             "on_header_value": lambda data, start, end: self.value.extend(data[start:end]),
             "on_header_end": self.on_header_end,
-            "on_part_data": lambda data, start, end: self.data.extend(data[start:end]),
+            "on_part_data": lambda data, start, end: self.data.write(memoryview(data)[start:end]),
             "on_part_end": self.on_part_end,
             "on_end": lambda: setattr(self, "complete", True),
         }
@@ -78,7 +71,7 @@ class _PartCollector:
     def on_part_begin(self) -> None:
         if len(self.form.values) >= MAX_PARTS:
             raise FormError(f"too many form fields (at most {MAX_PARTS})")
-        self.headers, self.data = {}, bytearray()
+        self.headers, self.data = {}, io.BytesIO()
 
     def on_header_end(self) -> None:
         self.headers[bytes(self.header).lower()] = bytes(self.value)
@@ -92,22 +85,31 @@ class _PartCollector:
         key = name.decode("utf-8", "replace")
         if key in self.form.values:
             raise FormError(f"form field {key!r} is given twice")
-        self.form.values[key] = bytes(self.data)
+        self.form.values[key] = self.data.getvalue()
         if b"filename" in options:
             self.form.filenames[key] = options[b"filename"].decode("utf-8", "replace")
-        self.data = bytearray()
+        self.data = io.BytesIO()
 
 
-def parse_form(content_type: str, body: bytes) -> Form:
-    """Parse a ``multipart/form-data`` body; a 400 ``FormError`` for anything else or a broken body."""
+async def read_form(chunks: AsyncIterator[bytes], content_type: str, limit: int) -> Form:
+    """Parse a ``multipart/form-data`` body as its chunks arrive.
+
+    A 400 ``FormError`` for another content type (before any of the body is read) or a broken
+    body; a 413 as soon as the body passes ``limit`` bytes.
+    """
     kind, params = parse_options_header(content_type)
     boundary = params.get(b"boundary")
     if kind != b"multipart/form-data" or not boundary:
         raise FormError("send the request as multipart/form-data (fields: image, model, strength, ...)")
     collector = _PartCollector()
     parser = MultipartParser(boundary, collector.callbacks())  # type: ignore[arg-type]
+    received = 0
     try:
-        parser.write(body)
+        async for chunk in chunks:
+            received += len(chunk)
+            if received > limit:
+                raise FormError(f"the request is larger than the {limit / 2**20:.0f} MB limit", status=413)
+            parser.write(chunk)
         parser.finalize()
     except MultipartParseError:
         raise FormError("the multipart/form-data body is malformed") from None

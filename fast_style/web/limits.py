@@ -12,7 +12,7 @@ from PIL import Image, UnidentifiedImageError
 from fast_style.web.catalog import ModelCatalog
 from fast_style.web.form import Form
 
-__all__ = ["FORMATS", "ApiError", "Limits", "StylizeRequest", "parse_request", "probe_image"]
+__all__ = ["FORMATS", "ApiError", "Deadlines", "Limits", "StylizeRequest", "parse_request", "probe_image"]
 
 # The Pillow decoders an upload may use: common photo formats only (no EPS, which runs Ghostscript).
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")  # JPEG includes MPO (phone photos)
@@ -36,7 +36,10 @@ class Limits:
     max_pixels: int = 40_000_000  # the image as decoded (width x height)
     max_side: int = 2048  # the result's longer side: larger requests are scaled down to this
     default_side: int = 1024  # the page's initial max-size setting
-    max_pending: int = 32  # requests held at once (one running, the rest queued); more get 503
+    max_pending: int = 32  # uploads held at once (one running, the rest queued); more get 503
+    # Larger results run in tiles: a whole 2048 x 2048 image peaks near 3 GB on CPU, tiles near 1.5 GB
+    # (benchmarks/serve_memory.py).
+    max_whole_pixels: int = 1536 * 1024
 
     @property
     def max_upload_mb(self) -> int:
@@ -46,6 +49,23 @@ class Limits:
     def public(self) -> dict[str, object]:
         """The limits as ``GET /api/models`` reports them."""
         return {**asdict(self), "formats": list(FORMATS)}
+
+
+@dataclass(frozen=True)
+class Deadlines:
+    """How long the server waits on a client, in seconds; past them it answers 408 and closes.
+
+    None of them runs while the server itself is busy (queued or stylizing).
+    """
+
+    headers: float = 10.0  # from a connection's start (or its last answer) to a complete request head
+    body: float = 30.0  # from the request head to the upload's last byte (20 MB at 5.6 Mbit/s)
+    idle: float = 5.0  # a kept-alive connection that starts no new request is closed after this
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+                raise ValueError(f"the {name} deadline must be a positive number of seconds, got {value!r}")
 
 
 @dataclass(frozen=True)
