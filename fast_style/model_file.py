@@ -3,7 +3,7 @@
 A *record* is a plain dict::
 
     {"format": "fast_style", "format_version": "2", "arch": "johnson", "model_kwargs": {...},
-     "multiple": 4, "style_name": "starry_night",
+     "multiple": 4, "style_name": "starry_night", "styles": [...],  # styles: multi-style only
      "training": {"global_step": 2000, "epoch": 62, "loss": {...}, "training_time": {...}},
      "exporter": "fast_style 0.x"}
 
@@ -16,7 +16,7 @@ Version 1 (inference files before this module) has the same keys; its checkpoint
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,13 +54,14 @@ def new_record(
     *,
     multiple: int,
     style_name: str = "",
+    styles: Sequence[str] | None = None,
     loss: Mapping[str, Any] | None = None,
     global_step: int = 0,
     epoch: int = 0,
     training_time: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
-    """A record of the current version."""
-    return {
+    """A record of the current version; ``styles``: the style names of a multi-style network, in order."""
+    record = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "arch": str(arch),
@@ -74,6 +75,9 @@ def new_record(
             "training_time": dict(training_time or {}),
         },
     }
+    if styles:
+        record["styles"] = [str(name) for name in styles]
+    return record
 
 
 def record_from_checkpoint(ckpt: Mapping[str, Any], path: str | Path = "checkpoint") -> dict[str, Any]:
@@ -110,7 +114,7 @@ def encode(record: Mapping[str, Any], exporter: str) -> dict[str, str]:
         "style_name": str(record.get("style_name", "")),
         "training": json.dumps(record.get("training") or {}),
         "exporter": exporter,
-    }
+    } | ({"styles": json.dumps(list(record["styles"]))} if record.get("styles") else {})
 
 
 def decode(raw: Mapping[str, str], path: str | Path) -> dict[str, Any]:
@@ -127,6 +131,8 @@ def decode(raw: Mapping[str, str], path: str | Path) -> dict[str, Any]:
     try:
         record["model_kwargs"] = json.loads(raw["model_kwargs"])
         record["training"] = json.loads(raw.get("training", "{}"))
+        if "styles" in raw:
+            record["styles"] = json.loads(raw["styles"])
     except (KeyError, json.JSONDecodeError) as exc:
         raise FastStyleError(f"{path} has corrupt metadata ({exc})") from None
     multiple = str(raw.get("multiple", "4"))
@@ -146,3 +152,13 @@ def _check(record: Mapping[str, Any], path: str | Path) -> None:
         raise FastStyleError(f"{path} has corrupt metadata (no architecture)")
     if not isinstance(record.get("training"), dict):
         raise FastStyleError(f"{path} has corrupt metadata (training is not a mapping)")
+    styles = record.get("styles")
+    count = record["model_kwargs"].get("num_styles", 1)
+    if styles is not None and (
+        not isinstance(styles, list)
+        or not all(isinstance(n, str) and n for n in styles)
+        or len(set(styles)) != len(styles)
+    ):
+        raise FastStyleError(f"{path} has corrupt metadata (styles must be distinct names)")
+    if count != 1 and (styles is None or len(styles) != count):
+        raise FastStyleError(f"{path} has corrupt metadata ({count} styles, names {styles})")

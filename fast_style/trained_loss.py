@@ -23,17 +23,28 @@ __all__ = ["LOSS_KEYS", "differences", "loss_arguments", "recorded_loss", "weigh
 LOSS_KEYS = LossConfig.recorded_keys()
 
 
-def recorded_loss(metadata: Mapping[str, Any]) -> dict[str, Any]:
+def recorded_loss(metadata: Mapping[str, Any], style: str | None = None) -> dict[str, Any]:
     """The training loss recorded in an inference file's metadata (``Stylizer.metadata``); ``{}`` if none.
 
     Files exported before layer weights were recorded used raw errors with all layer weights 1,
-    which is what ``null`` layer weights mean; they are filled in as such.
+    which is what ``null`` layer weights mean; they are filled in as such. A multi-style file records
+    each style's image (``styles``); ``style`` (default: the first) puts that one's ``style_image``,
+    ``style_size`` and ``style_sha256`` where a single-style file has them.
     """
     training = metadata.get("training") or {}
     loss = dict(training.get("loss") or {}) if isinstance(training, Mapping) else {}
     if loss and "network" in loss:
         loss.setdefault("content_layer_weights", None)
         loss.setdefault("style_layer_weights", None)
+    styles = loss.pop("styles", None)
+    if styles:
+        names = [s.get("name") for s in styles]
+        if style is not None and style not in names:
+            raise FastStyleError(
+                f"the model records no style {style!r}; its styles: {', '.join(map(str, names))}"
+            )
+        chosen = styles[names.index(style) if style is not None else 0]
+        loss.update({k: v for k, v in chosen.items() if k != "name"})
     return loss
 
 

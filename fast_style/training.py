@@ -7,7 +7,7 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from functools import partial
-from typing import Any, TypeVar, overload
+from typing import Any, TypeVar, cast, overload
 
 import pytorch_lightning as pl
 import torch
@@ -18,7 +18,7 @@ from torchvision.utils import make_grid
 from fast_style.errors import FastStyleError
 from fast_style.losses import PerceptualLoss
 from fast_style.model_file import new_record, record_from_checkpoint
-from fast_style.models import model_config
+from fast_style.models import TransformNetwork, model_config
 
 __all__ = ["CompileOrEager", "StyleTransferModule"]
 
@@ -113,6 +113,8 @@ class StyleTransferModule(pl.LightningModule):
         log_images_every_n_steps: int = 200,
         style_name: str = "",
         style_info: dict[str, Any] | None = None,
+        style_names: list[str] | None = None,
+        style_slots: list[int] | None = None,
         run_config: dict[str, Any] | None = None,
         channels_last: bool = False,
         compile_net: bool = False,
@@ -137,6 +139,19 @@ class StyleTransferModule(pl.LightningModule):
         self.log_images_every_n_steps = log_images_every_n_steps
         self.style_name = style_name
         self.style_info = dict(style_info or {})
+        # Multi-style: the network's styles in the order of its norms, and the ones trained here (all,
+        # unless styles are being added to a trained network), in the order of the loss's targets.
+        self.style_names = list(style_names or [])
+        self.style_slots = list(range(len(self.style_names))) if style_slots is None else list(style_slots)
+        if len(self.style_names) > 1 and (
+            len(self.style_slots) != loss.num_style_targets
+            or len(self.style_names) != getattr(net, "num_styles", 1)
+            or not set(self.style_slots) <= set(range(len(self.style_names)))
+        ):
+            raise ValueError(
+                f"training styles {self.style_slots} of {len(self.style_names)} with {loss.num_style_targets} "
+                f"style targets and a network of {getattr(net, 'num_styles', 1)} styles"
+            )
         self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler"])
         self._bad_indices: set[int] = set()
         self._samples: torch.Tensor | None = None
@@ -160,7 +175,10 @@ class StyleTransferModule(pl.LightningModule):
             images = images.contiguous(memory_format=torch.channels_last)
         net = self._compiled.get("net", self.net)
         loss = self._compiled.get("loss", self.loss_fn)
-        terms = loss(net(images), images)
+        if len(self.style_names) > 1:
+            terms = self._multi_style_terms(net, loss, images)
+        else:
+            terms = loss(net(images), images)
         total = terms["total"]
         if not torch.isfinite(total):
             detail = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
@@ -171,6 +189,39 @@ class StyleTransferModule(pl.LightningModule):
         self.log_dict({f"train/{k}": v.detach() for k, v in terms.items() if k != "total"}, on_step=True)
         self.log("train/total", total.detach(), on_step=True, prog_bar=True)
         return total
+
+    def _multi_style_terms(self, net: Any, loss: Any, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Loss terms of a batch in which image ``b`` gets trained style ``(step * B + b) mod S``.
+
+        Consecutive images cycle through the styles, so every style gets the same share of images and a
+        batch of at least S images sees all of them. Each style's mean term is logged as ``train/style/NAME``.
+        """
+        count, batch = len(self.style_slots), images.shape[0]
+        index = (torch.arange(batch, device=images.device) + self.global_step * batch) % count
+        slots = torch.tensor(self.style_slots, device=images.device)[index]
+        weights = torch.nn.functional.one_hot(slots, len(self.style_names)).to(images.dtype)
+        if count == 1:  # one style added to a trained network: the loss has its one target
+            terms = dict(loss(net(images, style=weights), images))
+            self.log(
+                f"train/style/{self.style_names[self.style_slots[0]]}", terms["style"].detach(), on_step=True
+            )
+            return terms
+        terms = dict(loss(net(images, style=weights), images, style_index=index))
+        each = terms.pop("style_each").detach()
+        for style in index.unique().tolist():
+            name = self.style_names[self.style_slots[style]]
+            self.log(f"train/style/{name}", each[index == style].mean(), on_step=True)
+        return terms
+
+    def on_after_backward(self) -> None:
+        # Styles kept from the network this run started from: their scales and shifts stay as they were.
+        if len(self.style_slots) == len(self.style_names):
+            return
+        kept = [i for i in range(len(self.style_names)) if i not in self.style_slots]
+        for norm in cast(TransformNetwork, self.net).instance_norms():
+            for param in (norm.weight, norm.bias):
+                if param is not None and param.grad is not None and param.dim() == 2:
+                    param.grad[kept] = 0
 
     def _count_bad(self, bad: list[int]) -> None:
         if not bad:
@@ -189,7 +240,7 @@ class StyleTransferModule(pl.LightningModule):
 
     # -- optimisation ---------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(self.net.parameters())
+        optimizer = self.optimizer_factory([p for p in self.net.parameters() if p.requires_grad])
         optimizer.register_load_state_dict_pre_hook(_keep_implementation_flags)
         if self.scheduler_factory is None:
             return optimizer
@@ -239,10 +290,18 @@ class StyleTransferModule(pl.LightningModule):
         self.net.eval()
         # ``forward`` rather than ``__call__``: eager even when the network is compiled, so these few
         # no-grad samples of another batch size cost no second compilation.
-        stylized = self.net.forward(content).clamp(0, 1)
+        count = max(1, len(self.style_names))
+        if count > 1:  # one row per photo: the photo, then each style
+            net = cast(TransformNetwork, self.net)
+            columns = [
+                net.forward(content, style=net.style_weights(s, content.shape[0])).clamp(0, 1)
+                for s in range(count)
+            ]
+        else:
+            columns = [self.net.forward(content).clamp(0, 1)]
         self.net.train(was_training)
-        pairs = torch.stack([content, stylized], dim=1).flatten(0, 1)  # content, stylized, content, ...
-        grid = make_grid(pairs.float().cpu(), nrow=2, padding=2, pad_value=1.0)
+        pairs = torch.stack([content, *columns], dim=1).flatten(0, 1)  # content, stylized, content, ...
+        grid = make_grid(pairs.float().cpu(), nrow=1 + len(columns), padding=2, pad_value=1.0)
         logger.experiment.add_image("samples/content_stylized", grid, global_step=self.global_step)
 
     # -- checkpoints: the transform network only -------------------------------------------------
@@ -287,6 +346,7 @@ class StyleTransferModule(pl.LightningModule):
             config["kwargs"],
             multiple=int(self.net.multiple),  # type: ignore[arg-type]
             style_name=self.style_name,
+            styles=self.style_names if len(self.style_names) > 1 else None,
             loss={**self.loss_fn.settings(), **self.style_info},
             global_step=self.global_step,
             epoch=self.current_epoch,

@@ -349,3 +349,123 @@ def test_the_run_folder_records_the_resolved_settings_the_checkpoint_records(
     for key in ("precision", "benchmark"):
         assert resolved["trainer"][key] != "auto"
     assert "auto" not in (resolved["speed"]["compile"], resolved["data"]["pin_memory"])
+
+
+def _style_images(folder: Path, names: list[str]) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    paths = []
+    for i, name in enumerate(names):
+        pixels = rng.integers(0, 255, (40, 40, 3), dtype=np.uint8) // (i + 1)
+        path = folder / f"{name}.png"
+        Image.fromarray(pixels).save(path)
+        paths.append(path)
+    return paths
+
+
+@pytest.mark.parametrize("arch", ["johnson", "fast"])
+def test_several_style_images_train_one_conditional_network(tmp_path, image_folder, style_path, arch):
+    from fast_style.export import export_safetensors
+    from fast_style.inference import Stylizer
+
+    a, b, c = _style_images(tmp_path / "styles", ["wave", "night", "cubes"])
+    run = tmp_path / "run"
+    code = train(
+        run,
+        image_folder,
+        style_path,
+        f"style_image=[{a},{b},{c}]",
+        f"model={arch}",
+        "model.channels=[4,8,8]",
+        "model.num_residual=1",
+        "data.batch_size=3",
+        "trainer.max_steps=2",
+    )
+    assert code == 0
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    record = ckpt["fast_style"]
+    assert record["styles"] == ["wave", "night", "cubes"] and record["model_kwargs"]["num_styles"] == 3
+    assert [s["name"] for s in record["training"]["loss"]["styles"]] == ["wave", "night", "cubes"]
+    norm_weights = [v for k, v in ckpt["state_dict"].items() if k.endswith("weight") and v.dim() == 2]
+    assert norm_weights and all(v.shape[0] == 3 for v in norm_weights)  # a scale per style and channel
+    tags = events(run).Tags()["scalars"]
+    assert {"train/style/wave", "train/style/night", "train/style/cubes"} <= set(tags)
+
+    model = export_safetensors(run / "checkpoints" / "last.ckpt", tmp_path / "multi.safetensors")
+    stylizer = Stylizer.from_file(model, backend="torch")
+    assert stylizer.styles == ["wave", "night", "cubes"]
+
+
+def test_style_images_need_distinct_names(tmp_path, image_folder, style_path, capsys):
+    a = _style_images(tmp_path / "one", ["same"])[0]
+    b = _style_images(tmp_path / "two", ["same"])[0]
+    assert train(tmp_path / "run", image_folder, style_path, f"style_image=[{a},{b}]") == 2
+    assert "style images must have distinct names" in capsys.readouterr().err
+
+
+def test_a_new_style_learns_only_its_scales_and_shifts_and_keeps_the_old_ones(
+    tmp_path, image_folder, style_path
+):
+    from safetensors.torch import load_file
+
+    from fast_style.export import export_safetensors
+    from fast_style.inference import Stylizer
+
+    a, b, c = _style_images(tmp_path / "styles", ["wave", "night", "cubes"])
+    first = tmp_path / "first"
+    assert train(first, image_folder, style_path, f"style_image=[{a},{b}]", "trainer.max_steps=2") == 0
+    multi = export_safetensors(first / "checkpoints" / "last.ckpt", tmp_path / "multi.safetensors")
+
+    added = tmp_path / "added"
+    code = train(
+        added,
+        image_folder,
+        style_path,
+        f"style_image={c}",
+        f"init_from={multi}",
+        "trainer.max_steps=3",
+        "optimizer.lr=0.05",
+    )
+    assert code == 0
+    bigger = export_safetensors(added / "checkpoints" / "last.ckpt", tmp_path / "bigger.safetensors")
+    assert Stylizer.from_file(bigger).styles == ["wave", "night", "cubes"]
+    before, after = load_file(multi), load_file(bigger)
+    moved = False
+    for key, value in after.items():
+        if (
+            value.dim() == 2 and key.endswith((".weight", ".bias")) and value.shape[0] == 3
+        ):  # a norm, per style
+            assert torch.equal(value[:2], before[key])  # the old styles are untouched
+            moved |= not torch.allclose(value[2], before[key].mean(0))  # the new one learned
+        else:
+            assert torch.equal(value, before[key])  # shared convolutions frozen
+    assert moved
+    record = torch.load(added / "checkpoints" / "last.ckpt", weights_only=True)["fast_style"]
+    assert [s["name"] for s in record["training"]["loss"]["styles"]] == ["wave", "night", "cubes"]
+
+    alone = tmp_path / "alone"
+    code = train(
+        alone,
+        image_folder,
+        style_path,
+        f"style_image={c}",
+        f"init_from={multi}",
+        "trainer.max_steps=1",
+        "init_keep_styles=false",
+    )
+    assert code == 0
+    alone_record = torch.load(alone / "checkpoints" / "last.ckpt", weights_only=True)["fast_style"]
+    assert alone_record["style_name"] == "cubes" and "styles" not in alone_record  # a single-style network
+    assert "num_styles" not in alone_record["model_kwargs"]
+
+
+def test_adding_a_style_the_file_already_paints_is_refused(tmp_path, image_folder, style_path, capsys):
+    a, b = _style_images(tmp_path / "styles", ["wave", "night"])
+    first = tmp_path / "first"
+    assert train(first, image_folder, style_path, f"style_image=[{a},{b}]", "trainer.max_steps=1") == 0
+    from fast_style.export import export_safetensors
+
+    multi = export_safetensors(first / "checkpoints" / "last.ckpt", tmp_path / "multi.safetensors")
+    capsys.readouterr()
+    assert train(tmp_path / "again", image_folder, style_path, f"style_image={a}", f"init_from={multi}") == 2
+    assert "already paints wave" in capsys.readouterr().err

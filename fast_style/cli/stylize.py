@@ -105,11 +105,22 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 all done, 1 some inputs failed, 2 usage or model error, 130 interrupted.",
     )
     parser.add_argument(
-        "inputs", nargs="+", metavar="INPUT", help="image files or folders (searched recursively)"
+        "inputs", nargs="*", metavar="INPUT", help="image files or folders (searched recursively)"
     )
     parser.add_argument("-m", "--model", required=True, help="exported model file (.safetensors or .onnx)")
     parser.add_argument(
-        "-o", "--output", required=True, help="output file for one input image, else an output folder"
+        "-o", "--output", help="output file for one input image, else an output folder (required with INPUT)"
+    )
+    parser.add_argument(
+        "--style", metavar="NAME", help="a multi-style model's style, by name or index (default: its first)"
+    )
+    parser.add_argument(
+        "--mix",
+        metavar="NAME=W,...",
+        help="blend a multi-style model's styles, e.g. starry_night=0.7,great_wave=0.3 (weights normalised)",
+    )
+    parser.add_argument(
+        "--list-styles", action="store_true", help="print the model's styles and exit (no INPUT needed)"
     )
     parser.add_argument(
         "--max-size",
@@ -146,7 +157,37 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_mix(text: str) -> dict[str, float]:
+    """``a=0.7,b=0.3`` -> ``{"a": 0.7, "b": 0.3}``; a one-line error for anything else."""
+    mix: dict[str, float] = {}
+    for part in text.split(","):
+        name, sep, value = part.partition("=")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = float("nan")
+        if not sep or not name.strip() or not weight >= 0 or weight == float("inf"):
+            raise FastStyleError(f"--mix takes NAME=WEIGHT pairs with weights >= 0, e.g. a=0.5,b=0.5; got {part!r}")
+        mix[name.strip()] = mix.get(name.strip(), 0.0) + weight
+    return mix
+
+
+def _list_styles(path: str) -> int:
+    from fast_style.inference import read_metadata
+
+    meta = read_metadata(path)
+    names = meta.get("styles") or []
+    if names:
+        for index, name in enumerate(names):
+            print(f"{index}  {name}")
+    else:
+        print(f"{Path(path).name} paints one style: {meta.get('style_name') or '(unnamed)'}")
+    return EXIT_OK
+
+
 def _check_options(args: argparse.Namespace) -> None:
+    if not args.inputs or not args.output:
+        raise FastStyleError("give INPUT... and -o OUTPUT (or --list-styles to see a model's styles)")
     if args.max_size is not None and args.max_size < 16:
         raise FastStyleError(f"--max-size must be at least 16, got {args.max_size}")
     if args.tile is not None and args.tile < 64:
@@ -187,6 +228,8 @@ def _run_job(job: Job, stylizer: Stylizer, args: argparse.Namespace) -> None:
         preserve_color=args.preserve_color,
         tile=args.tile,
         max_size=args.max_size,
+        style=args.style,
+        mix=args.mix,
     )
     try:
         save_image(
@@ -209,13 +252,17 @@ def _stylize(args: argparse.Namespace) -> int:
     from fast_style.inference import Stylizer
 
     try:
+        if args.list_styles:
+            return _list_styles(args.model)
         _check_options(args)
+        args.mix = parse_mix(args.mix) if args.mix is not None else None
         jobs = plan_jobs(args.inputs, args.output)
         for folder in sorted({job.target.parent for job in jobs if job.error is None}):
             check_writable(folder, folder=True, what="output folder")
         stylizer = Stylizer.from_file(args.model, device=args.device, backend=args.backend)
         if args.tile is not None and not stylizer.supports_tiling:
             raise FastStyleError("--tile needs a .safetensors model; ONNX models run whole images")
+        stylizer.style_weights(args.style, args.mix)  # an unknown style fails before any image
     except FastStyleError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -103,6 +103,29 @@ def drop_events_from(log_dir: Path, step: int) -> int:
     return dropped
 
 
+def _recorded_styles(loss: dict[str, Any], names: list[str]) -> list[dict[str, Any]]:
+    """Each kept style's image record (name, image, size, hash) from the loss a file records."""
+    if "styles" in loss:
+        known = {s.get("name"): s for s in loss["styles"]}
+        return [known.get(n, {"name": n}) for n in names]
+    single: dict[str, Any] = {k: loss[k] for k in ("style_image", "style_size", "style_sha256") if k in loss}
+    return [{"name": n, **single} for n in names]
+
+
+def style_paths(value: Any) -> list[str]:
+    """``style_image`` as a list of paths: one path, or several (``style_image=[a.jpg,b.jpg]``)."""
+    paths = [str(value)] if isinstance(value, (str, Path)) else [str(v) for v in value]
+    if not paths:
+        raise FastStyleError("style_image is an empty list: give one style image or several")
+    names = [Path(p).stem for p in paths]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise FastStyleError(
+            f"style images must have distinct names (they name the styles); repeated: {', '.join(repeated)}"
+        )
+    return paths
+
+
 def train(cfg: DictConfig) -> Path:
     """Train from a composed ``train`` config; returns the run folder."""
     import pytorch_lightning as pl
@@ -124,20 +147,58 @@ def train(cfg: DictConfig) -> Path:
     # Trainer, the DataLoader and Adam take only concrete values: every "auto" is resolved before any
     # of them is built, and the checkpoint's run_config records what the run really used.
     resolve_auto_settings(cfg)
-    style = load_image_tensor(cfg.style_image, cfg.style_size)
-    check_image_sides(
-        style,
-        loss_min_side([*cfg.loss.content_layers, *cfg.loss.style_layers]),
-        f"style image {cfg.style_image} at style_size={cfg.style_size}",
-        "use a larger style_size or a less elongated style image",
-    )
-    warn_if_poor_style(cfg.style_image, style)
-    net = instantiate(cfg.model)
+    paths = style_paths(cfg.style_image)
+    styles = []
+    for path in paths:
+        style = load_image_tensor(path, cfg.style_size)
+        check_image_sides(
+            style,
+            loss_min_side([*cfg.loss.content_layers, *cfg.loss.style_layers]),
+            f"style image {path} at style_size={cfg.style_size}",
+            "use a larger style_size or a less elongated style image",
+        )
+        warn_if_poor_style(path, style)
+        styles.append(style)
+    infos = [
+        {
+            "style_image": Path(path).name,
+            "style_size": int(max(style.shape[-2:])),
+            "style_sha256": file_sha256(path),
+        }
+        for path, style in zip(paths, styles, strict=True)
+    ]
+    names = [Path(path).stem for path in paths]
+    new_infos = [{"name": n, **i} for n, i in zip(names, infos, strict=True)]
+    slots: list[int] | None = None
+    if cfg.get("init_from"):
+        from fast_style.new_styles import extend_network
+
+        start = extend_network(
+            str(cfg.init_from), names, keep_styles=bool(cfg.init_keep_styles), train=str(cfg.init_train)
+        )
+        net, all_names, slots = start.net, start.names, start.slots
+        log.info(
+            "init_from %s: training %s of the styles %s (%s)", cfg.init_from, names, all_names, cfg.init_train
+        )
+        kept = _recorded_styles(start.loss, all_names[: len(all_names) - len(names)])
+        style_infos = [*kept, *new_infos]
+    else:
+        # A multi-style network: one conditional instance norm per style, shared convolutions.
+        net = instantiate(cfg.model, num_styles=len(paths)) if len(paths) > 1 else instantiate(cfg.model)
+        all_names, style_infos = names, new_infos
     if resume is not None:
         _check_same_network(net, resume[1], resume[0])
     datamodule = instantiate(cfg.data)
     loss = instantiate(cfg.loss)
-    loss.set_style_image(style)
+    if len(paths) > 1:
+        loss.set_style_targets(styles)
+    else:
+        loss.set_style_image(styles[0])
+    style_info: dict[str, Any] = (
+        {"styles": style_infos}
+        if len(all_names) > 1
+        else {k: v for k, v in style_infos[0].items() if k != "name"}
+    )
 
     run_config = config_dict(cfg)  # every "auto" resolved: what the checkpoint and TensorBoard record
     module = StyleTransferModule(
@@ -146,12 +207,10 @@ def train(cfg: DictConfig) -> Path:
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         log_images_every_n_steps=cfg.log_images_every_n_steps,
-        style_name=Path(cfg.style_image).stem,
-        style_info={
-            "style_image": Path(cfg.style_image).name,
-            "style_size": int(max(style.shape[-2:])),
-            "style_sha256": file_sha256(cfg.style_image),
-        },
+        style_name="+".join(all_names),
+        style_info=style_info,
+        style_names=all_names if len(all_names) > 1 else None,
+        style_slots=slots if len(all_names) > 1 else None,
         run_config=run_config,
         channels_last=cfg.speed.channels_last,
         compile_net=cfg.speed.compile,
@@ -214,7 +273,7 @@ def train(cfg: DictConfig) -> Path:
 
 def _next_steps(cfg: DictConfig, run_dir: Path) -> str:
     """Where the run's curves are and the commands that export and score its model, for the end of a run."""
-    style = Path(str(cfg.style_image))
+    style = Path(style_paths(cfg.style_image)[0])
     weights = str(cfg.loss.get("weights", "imagenet"))
     weights_arg = "" if weights.lower() in ("imagenet", "none") else f" --weights {weights}"
     model = f"{style.stem}.safetensors"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
@@ -40,6 +41,8 @@ class StylizeOptions(TypedDict, total=False):
     strength: float
     preserve_color: bool
     tile: int | None
+    style: int | str | None
+    mix: dict[str, float] | None
 
 
 def _finish(
@@ -104,6 +107,53 @@ class Stylizer:
         self.paths_used: collections.Counter[str] = collections.Counter()
 
     @property
+    def styles(self) -> list[str]:
+        """The style names of a multi-style model, in order; ``[]`` for a single-style one."""
+        return [str(name) for name in self.metadata.get("styles") or []]
+
+    def style_weights(
+        self, style: int | str | None = None, mix: dict[str, float] | None = None
+    ) -> torch.Tensor | None:
+        """``(1, S)`` weights for one style (a name or an index) or a ``mix`` of named styles; ``None``
+        for a single-style model. A multi-style model without either paints its first style.
+        """
+        names = self.styles
+        if not names:
+            if style is not None or mix:
+                raise FastStyleError(
+                    "this model paints one style; --style and --mix need a multi-style model"
+                )
+            return None
+        if style is not None and mix:
+            raise FastStyleError("give either a style or a mix, not both")
+        weights = torch.zeros(len(names))
+        if mix:
+            unknown = [name for name in mix if name not in names]
+            if unknown:
+                raise FastStyleError(f"unknown style {unknown[0]!r}; the model's styles: {', '.join(names)}")
+            for name, weight in mix.items():
+                if not float(weight) >= 0:  # also refuses NaN
+                    raise FastStyleError(f"mix weights must be non-negative numbers, got {name}={weight}")
+                weights[names.index(name)] += float(weight)
+            if float(weights.sum()) <= 0:
+                raise FastStyleError("mix weights must not all be 0")
+            weights /= weights.sum()
+        else:
+            weights[self._style_index(style if style is not None else 0)] = 1.0
+        return weights[None].to(self.device)
+
+    def _style_index(self, style: int | str) -> int:
+        names = self.styles
+        if isinstance(style, str) and style in names:
+            return names.index(style)
+        if isinstance(style, int) or (isinstance(style, str) and style.isdigit()):
+            index = int(style)
+            if 0 <= index < len(names):
+                return index
+            raise FastStyleError(f"style index {index} is not within 0..{len(names) - 1}")
+        raise FastStyleError(f"unknown style {style!r}; the model's styles: {', '.join(names)}")
+
+    @property
     def supports_tiling(self) -> bool:
         """Whether tiles are available: they need the PyTorch network, which ``.onnx`` files lack."""
         return self.net is not None
@@ -132,9 +182,12 @@ class Stylizer:
         )
 
     @torch.inference_mode()
-    def stylize_tensor(self, images: torch.Tensor) -> torch.Tensor:
+    def stylize_tensor(
+        self, images: torch.Tensor, style: int | str | None = None, mix: dict[str, float] | None = None
+    ) -> torch.Tensor:
         """``(B, 3, H, W)`` in [0, 1] -> stylized ``(B, 3, H, W)`` in [0, 1], in one pass."""
-        return self._backend.run(images.to(self.device, torch.float32)).clamp_(0, 1)
+        weights = self.style_weights(style, mix)
+        return self._backend.run(images.to(self.device, torch.float32), weights).clamp_(0, 1)
 
     @torch.inference_mode()
     def stylize_array(
@@ -144,14 +197,17 @@ class Stylizer:
         strength: float = 1.0,
         preserve_color: bool = False,
         tile: int | None = None,
+        style: int | str | None = None,
+        mix: dict[str, float] | None = None,
     ) -> np.ndarray:
         """``(H, W, 3)`` uint8 or uint16 pixels -> stylized ``(H, W, 3)`` uint8.
 
         ``tile`` forces tiles of that side; ``None`` tiles only images over ``auto_tile_pixels``,
-        or after running out of GPU memory.
+        or after running out of GPU memory. ``style`` / ``mix``: see ``style_weights``.
         """
         if not 0.0 <= strength <= 1.0:
             raise FastStyleError(f"strength must be within [0, 1], got {strength}")
+        weights = self.style_weights(style, mix)
         if tile is not None and self.net is None:
             raise FastStyleError("tiling (--tile) needs a .safetensors model; ONNX models run whole images")
         h, w = pixels.shape[:2]
@@ -159,24 +215,28 @@ class Stylizer:
             # The networks' reflection padding needs a few pixels on each side, on every backend.
             grow = ((0, max(0, self.min_side - h)), (0, max(0, self.min_side - w)), (0, 0))
             padded = np.pad(pixels, grow, mode="edge")
-            out = self.stylize_array(padded, strength=strength, preserve_color=preserve_color, tile=tile)
+            out = self.stylize_array(
+                padded, strength=strength, preserve_color=preserve_color, tile=tile, style=style, mix=mix
+            )
             return out[:h, :w]
         stats_pixels = min(self.auto_tile_pixels, self.stats_pixels)
         if tile is None and (self.net is None or h * w <= self.auto_tile_pixels):
-            whole = self._stylize_whole(pixels, strength, preserve_color)
+            whole = self._stylize_whole(pixels, strength, preserve_color, weights)
             if whole is not None:
                 return whole
             _release_cached_memory()
             stats_pixels = min(stats_pixels, h * w // 4)  # the whole image did not fit
         return self._stylize_tiled(
-            pixels, tile or tiling.DEFAULT_TILE, stats_pixels, strength, preserve_color
+            pixels, tile or tiling.DEFAULT_TILE, stats_pixels, strength, preserve_color, weights
         )
 
-    def _stylize_whole(self, pixels: np.ndarray, strength: float, preserve_color: bool) -> np.ndarray | None:
+    def _stylize_whole(
+        self, pixels: np.ndarray, strength: float, preserve_color: bool, weights: torch.Tensor | None
+    ) -> np.ndarray | None:
         """The image in one pass on the backend; ``None`` when memory ran out and tiles can take over."""
         try:
             content = tiling.to_tensor(pixels, self.device)
-            out = _finish(self._backend.run(content), content, strength, preserve_color)
+            out = _finish(self._backend.run(content, weights), content, strength, preserve_color)
         except RuntimeError as exc:
             if not tiling.out_of_memory(exc) or self.net is None:
                 raise
@@ -185,19 +245,26 @@ class Stylizer:
         return _to_uint8(out)
 
     def _stylize_tiled(
-        self, pixels: np.ndarray, size: int, stats_pixels: int, strength: float, preserve_color: bool
+        self,
+        pixels: np.ndarray,
+        size: int,
+        stats_pixels: int,
+        strength: float,
+        preserve_color: bool,
+        weights: torch.Tensor | None,
     ) -> np.ndarray:
         """Tiles of ``size``, halved (with a quarter of the statistics copy) after each out-of-memory."""
         assert self.net is not None
         while True:
             try:
-                result = tiling.stylize_tiled(
-                    self.net,
-                    pixels,
-                    tile=size,
-                    stats_pixels=stats_pixels,
-                    finish=lambda out, content: _finish(out, content, strength, preserve_color),
-                )
+                with self.net.styled(weights) if weights is not None else contextlib.nullcontext():
+                    result = tiling.stylize_tiled(
+                        self.net,
+                        pixels,
+                        tile=size,
+                        stats_pixels=stats_pixels,
+                        finish=lambda out, content: _finish(out, content, strength, preserve_color),
+                    )
                 self.paths_used["tiled in torch"] += 1
                 return result
             except RuntimeError as exc:

@@ -194,6 +194,42 @@ class PerceptualLoss(nn.Module):
             }
 
     @torch.no_grad()
+    def set_style_targets(self, images: Sequence[torch.Tensor]) -> None:
+        """One Gram target per style image ``(1, 3, H, W)``, for training a multi-style network.
+
+        ``forward(..., style_index=idx)`` then compares image ``b`` with style ``idx[b]``; with auto
+        layer weights each style's layers are weighed by that style's own target energies, so every
+        style's term means what it would mean alone.
+        """
+        if len(images) < 2:
+            raise FastStyleError(
+                "set_style_targets takes two or more style images; use set_style_image for one"
+            )
+        per_style: list[dict[str, torch.Tensor]] = []
+        for image in images:
+            self.set_style_image(image)
+            per_style.append({name: getattr(self, f"style_gram_{name}") for name in self.style_layers})
+        for name in self.style_layers:
+            stacked = torch.cat([grams[name] for grams in per_style])  # (S, C, C)
+            self.register_buffer(f"style_grams_{name}", stacked, persistent=False)
+        n = len(self.style_layers)
+        table = [
+            [
+                1.0 / (n * energy(grams[name]).item()) if self.style_auto else self.style_layer_weights[name]
+                for name in self.style_layers
+            ]
+            for grams in per_style
+        ]
+        self.register_buffer("style_weight_table", torch.tensor(table), persistent=False)
+        self.set_style_image(images[0])  # keeps the single-target API meaningful: the first style
+
+    @property
+    def num_style_targets(self) -> int:
+        """How many styles ``set_style_targets`` gave (1 after ``set_style_image``)."""
+        table = getattr(self, "style_weight_table", None)
+        return 1 if table is None else int(table.shape[0])
+
+    @torch.no_grad()
     def set_content_image(self, image: torch.Tensor) -> None:
         """Fix the content targets, for optimizing one image against one content photo."""
         feats = self.encoder(image, self.content_layers) if self.content_layers else {}
@@ -205,12 +241,17 @@ class PerceptualLoss(nn.Module):
         return self
 
     def raw_terms(
-        self, images: torch.Tensor, content: torch.Tensor | None = None, tv: bool = True
+        self,
+        images: torch.Tensor,
+        content: torch.Tensor | None = None,
+        tv: bool = True,
+        style_index: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Unweighted ``content``, ``style`` and ``tv`` terms for ``images`` in [0, 1].
 
         ``content`` and ``style`` already include the per-layer weights; ``tv`` is zero unless ``tv``
-        is true.
+        is true. ``style_index`` ``(B,)`` (after ``set_style_targets``): image ``b`` is compared with
+        style ``style_index[b]``, and ``style_each`` holds each image's own style term.
         """
         if self.style_layers and not self.has_style:
             raise RuntimeError("call set_style_image before computing the loss")
@@ -235,14 +276,35 @@ class PerceptualLoss(nn.Module):
                     target = target.expand_as(feats[name])
                 content_loss = content_loss + weight * F.mse_loss(feats[name], target)
 
+        tv_loss = total_variation(images) if tv else zero
+        if style_index is not None:
+            style_each = self._style_each(feats, style_index)
+            return {
+                "content": content_loss,
+                "style": style_each.mean(),
+                "tv": tv_loss,
+                "style_each": style_each,
+            }
+
         style_loss = zero
         for name in self.style_layers:
             gram = gram_matrix(feats[name])
             target = getattr(self, f"style_gram_{name}").expand_as(gram)
             style_loss = style_loss + self.style_layer_weights[name] * F.mse_loss(gram, target)
-
-        tv_loss = total_variation(images) if tv else zero
         return {"content": content_loss, "style": style_loss, "tv": tv_loss}
+
+    def _style_each(self, feats: Mapping[str, torch.Tensor], style_index: torch.Tensor) -> torch.Tensor:
+        """Each image's weighted style error against its own style's targets, ``(B,)``."""
+        table = getattr(self, "style_weight_table", None)
+        if table is None:
+            raise RuntimeError("call set_style_targets before passing style_index")
+        weights = table[style_index]  # (B, layers)
+        each = weights.new_zeros(style_index.shape[0])
+        for i, name in enumerate(self.style_layers):
+            gram = gram_matrix(feats[name])
+            target = getattr(self, f"style_grams_{name}")[style_index]
+            each = each + weights[:, i] * (gram - target).pow(2).mean((1, 2))
+        return each
 
     def settings(self) -> dict[str, Any]:
         """What defines this loss, as plain JSON-able values: recorded with models trained on it.
@@ -278,6 +340,18 @@ class PerceptualLoss(nn.Module):
         terms["total"] = terms["content"] + terms["style"] + terms["tv"]
         return terms
 
-    def forward(self, images: torch.Tensor, content: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Weighted ``content``, ``style`` and ``tv`` terms and their ``total`` for ``images`` in [0, 1]."""
-        return self.weigh(self.raw_terms(images, content, tv=bool(self.tv_weight)))
+    def forward(
+        self,
+        images: torch.Tensor,
+        content: torch.Tensor | None = None,
+        style_index: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Weighted ``content``, ``style`` and ``tv`` terms and their ``total`` for ``images`` in [0, 1].
+
+        With ``style_index`` (multi-style training) also ``style_each``, each image's weighted style term.
+        """
+        raw = self.raw_terms(images, content, tv=bool(self.tv_weight), style_index=style_index)
+        terms = self.weigh(raw)
+        if "style_each" in raw:
+            terms["style_each"] = self.style_weight * raw["style_each"]
+        return terms

@@ -41,9 +41,57 @@ class TransformNetwork(nn.Module):
         """Pixels of context on each side that one output pixel depends on (tiling margin)."""
         raise NotImplementedError
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, style: torch.Tensor | None = None) -> torch.Tensor:
+        """Stylize ``x``; ``style`` ``(B or 1, num_styles)``: each image's style weights (multi-style only)."""
         h, w = x.shape[-2:]
+        if style is not None:
+            with self.styled(style):
+                return self.forward_aligned(pad_to_multiple(x, self.multiple, self.min_side))[..., :h, :w]
         return self.forward_aligned(pad_to_multiple(x, self.multiple, self.min_side))[..., :h, :w]
+
+    @property
+    def num_styles(self) -> int:
+        """How many styles the network paints (conditional instance norm when more than one)."""
+        norms = self.instance_norms()
+        return norms[0].num_styles if norms else 1
+
+    def style_weights(self, style: int | Sequence[float], batch: int = 1) -> torch.Tensor:
+        """``(batch, num_styles)`` weights: one style by index, or a mix (non-negative, normalised)."""
+        n = self.num_styles
+        if isinstance(style, int):
+            if not 0 <= style < n:
+                raise ValueError(f"style index {style} is not within 0..{n - 1}")
+            weights = torch.zeros(n)
+            weights[style] = 1.0
+        else:
+            weights = torch.as_tensor([float(w) for w in style])
+            if weights.numel() != n or bool((weights < 0).any()) or float(weights.sum()) <= 0:
+                raise ValueError(f"style weights must be {n} non-negative numbers, not all 0")
+            weights = weights / weights.sum()
+        param = next(self.parameters())
+        return weights.to(param.device, param.dtype).expand(batch, n).contiguous()
+
+    @contextlib.contextmanager
+    def styled(self, weights: torch.Tensor) -> Iterator[None]:
+        """Within the block, every conditional instance norm mixes its styles by ``weights``."""
+        norms = self.instance_norms()
+        for norm in norms:
+            norm.style_weights = weights
+        try:
+            yield
+        finally:
+            for norm in norms:
+                norm.style_weights = None
+
+    def _condition_norms(self, num_styles: int) -> None:
+        """Turn every instance norm into a conditional one with ``num_styles`` scales and shifts."""
+        if num_styles == 1:
+            return
+        for norm in self.instance_norms():
+            norm.num_styles = num_styles
+            channels = norm.num_features
+            norm.weight = nn.Parameter(torch.ones(num_styles, channels))
+            norm.bias = nn.Parameter(torch.zeros(num_styles, channels))
 
     def instance_norms(self) -> list[InstanceNorm]:
         """The network's instance-norm layers, in the order a forward pass reaches them."""
@@ -99,6 +147,10 @@ class ResidualTransformNetwork(TransformNetwork):
     With ``skip`` the network learns a change of its input rather than a new image: the output is
     ``sigmoid(logit(x) + y)`` for the decoder's output ``y``, and the last convolution starts at zero,
     so an untrained network returns its input and training only has to add the style.
+
+    With ``num_styles`` > 1 every instance norm is conditional: the convolutions are shared and each
+    style has its own scales and shifts (``forward(x, style=weights)``). Subclasses call
+    ``_condition_norms(num_styles)`` once their last layer exists.
     """
 
     # Inputs are clamped this far inside (0, 1) before the logit of the global skip.
@@ -113,8 +165,11 @@ class ResidualTransformNetwork(TransformNetwork):
         last_kernel: int,
         residual_block: Callable[[int], nn.Module],
         skip: bool = False,
+        num_styles: int = 1,
     ) -> None:
         super().__init__()
+        if int(num_styles) < 1:
+            raise ValueError(f"num_styles must be >= 1, got {num_styles}")
         if len(channels) != 3 or any(int(c) <= 0 for c in channels):
             raise ValueError(f"channels must be three positive widths, got {list(channels)}")
         if num_residual < 0:
@@ -136,6 +191,8 @@ class ResidualTransformNetwork(TransformNetwork):
         config: dict[str, Any] = {"channels": list(self.channels), "num_residual": self.num_residual}
         if self.skip:  # recorded only when on, so files written before the option read the same
             config["skip"] = True
+        if self.num_styles > 1:
+            config["num_styles"] = self.num_styles
         return config
 
     def _zero_last_conv(self, conv: nn.Conv2d) -> None:

@@ -72,7 +72,11 @@ class FastTransformerNet(ResidualTransformNetwork):
     arch = "fast"
 
     def __init__(
-        self, channels: Sequence[int] = (16, 32, 64), num_residual: int = 4, skip: bool = False
+        self,
+        channels: Sequence[int] = (16, 32, 64),
+        num_residual: int = 4,
+        skip: bool = False,
+        num_styles: int = 1,
     ) -> None:
         super().__init__(
             channels,
@@ -81,12 +85,14 @@ class FastTransformerNet(ResidualTransformNetwork):
             last_kernel=3,
             residual_block=_SeparableResidual,
             skip=skip,
+            num_styles=num_styles,
         )
         c1, c2, c3 = self.channels
         self.up1 = SeparableUpsample(c3, c2)
         self.up2 = SeparableUpsample(c2, c1)
         self.head = ConvLayer(c1, 3, self.last_kernel, norm=False, relu=False)
         self._zero_last_conv(self.head.conv)
+        self._condition_norms(num_styles)
 
     def forward_aligned(self, x: torch.Tensor) -> torch.Tensor:
         """Stylize ``(B, 3, H, W)`` in [0, 1] whose ``H`` and ``W`` are multiples of ``multiple``."""

@@ -39,10 +39,11 @@ def model_config(net: torch.nn.Module) -> dict[str, Any]:
 # Far above any network worth stylizing with, far below one that cannot be allocated.
 MAX_CHANNELS = 1024
 MAX_RESIDUAL = 64
+MAX_STYLES = 256
 
 
 def _check_kwargs(arch: str, kwargs: Mapping[str, Any]) -> None:
-    unknown = sorted(set(kwargs) - {"channels", "num_residual", "skip"})
+    unknown = sorted(set(kwargs) - {"channels", "num_residual", "skip", "num_styles"})
     if unknown:
         raise ValueError(f"unknown {arch} setting(s) {unknown}")
     channels = kwargs.get("channels", [1, 1, 1])
@@ -57,6 +58,9 @@ def _check_kwargs(arch: str, kwargs: Mapping[str, Any]) -> None:
     blocks = kwargs.get("num_residual", 0)
     if not isinstance(blocks, int) or isinstance(blocks, bool) or not 0 <= blocks <= MAX_RESIDUAL:
         raise ValueError(f"num_residual must be an integer from 0 to {MAX_RESIDUAL}, got {blocks!r}")
+    styles = kwargs.get("num_styles", 1)
+    if not isinstance(styles, int) or isinstance(styles, bool) or not 1 <= styles <= MAX_STYLES:
+        raise ValueError(f"num_styles must be an integer from 1 to {MAX_STYLES}, got {styles!r}")
     if not isinstance(kwargs.get("skip", False), bool):
         raise ValueError(f"skip must be true or false, got {kwargs['skip']!r}")
 
