@@ -8,7 +8,7 @@ images in tiles that share one set of instance-norm statistics.
 from fast_style.devices import resolve_device
 from fast_style.inference.backends import BACKENDS, resolve_backend
 from fast_style.inference.loading import PICKLE_SUFFIXES, build_network, read_metadata
-from fast_style.inference.stylizer import AUTO_TILE_PIXELS, Stylizer
+from fast_style.inference.stylizer import AUTO_TILE_PIXELS, Stylizer, finish_stylized
 from fast_style.inference.tiling import DEFAULT_TILE
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "PICKLE_SUFFIXES",
     "Stylizer",
     "build_network",
+    "finish_stylized",
     "read_metadata",
     "resolve_backend",
     "resolve_device",

@@ -24,7 +24,7 @@ from fast_style.models import TransformNetwork
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-__all__ = ["AUTO_TILE_PIXELS", "StylizeOptions", "Stylizer"]
+__all__ = ["AUTO_TILE_PIXELS", "StylizeOptions", "Stylizer", "finish_stylized"]
 
 # Images with more pixels than this are tiled automatically (about 2048 x 2048); the instance-norm
 # statistics of a tiled image come from a copy scaled down to at most this many pixels.
@@ -45,10 +45,10 @@ class StylizeOptions(TypedDict, total=False):
     mix: dict[str, float] | None
 
 
-def _finish(
+def finish_stylized(
     stylized: torch.Tensor, content: torch.Tensor, strength: float, preserve_color: bool
 ) -> torch.Tensor:
-    """Blend toward the content by ``1 - strength``, then keep the content's colours if asked."""
+    """Blend toward the content by ``1 - strength``, then keep the content's colours if asked (in place)."""
     if strength != 1.0:
         stylized = content + strength * (stylized - content)
     if preserve_color:
@@ -236,7 +236,7 @@ class Stylizer:
         """The image in one pass on the backend; ``None`` when memory ran out and tiles can take over."""
         try:
             content = tiling.to_tensor(pixels, self.device)
-            out = _finish(self._backend.run(content, weights), content, strength, preserve_color)
+            out = finish_stylized(self._backend.run(content, weights), content, strength, preserve_color)
         except RuntimeError as exc:
             if not tiling.out_of_memory(exc) or self.net is None:
                 raise
@@ -263,7 +263,7 @@ class Stylizer:
                         pixels,
                         tile=size,
                         stats_pixels=stats_pixels,
-                        finish=lambda out, content: _finish(out, content, strength, preserve_color),
+                        finish=lambda out, content: finish_stylized(out, content, strength, preserve_color),
                     )
                 self.paths_used["tiled in torch"] += 1
                 return result
