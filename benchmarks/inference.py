@@ -4,8 +4,8 @@
 
 Cases: the eager reference (pytorch-examples architecture, ``reference.py``); fast_style's default
 network (johnson 32-64-128) and ``model=fast``, each on the default path (``--backend auto``: an
-ONNX graph of the network in onnxruntime on CPU) and on ``--backend torch``; and the default
-network exported with ``fast-style export --onnx`` and loaded from the ``.onnx`` file. Every case
+ONNX graph of the network in onnxruntime on CPU) and on ``--backend torch``; the default network
+with four styles (conditional instance norm, one style picked); and the default network exported with ``fast-style export --onnx`` and loaded from the ``.onnx`` file. Every case
 runs in this one process, interleaved round-robin; the table gives medians, the speed-up over the
 reference, and the process's peak RSS during each case's runs (it holds every model). The big case
 runs ``fast-style stylize`` on a ``--big``-pixel square PNG in a fresh process (tiled, since it is
@@ -33,15 +33,17 @@ from fast_style.models import FastTransformerNet, TransformerNet
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _save(net: torch.nn.Module, folder: Path) -> Path:
+def _save(net: TransformerNet | FastTransformerNet, folder: Path) -> Path:
     """Write ``net`` as an inference file, as ``fast-style export`` would."""
     from safetensors.torch import save_file
 
     from fast_style.export import model_metadata
 
-    path = folder / f"{net.arch}.safetensors"
+    styles = net.num_styles
+    record = {"styles": [f"style{i}" for i in range(styles)]} if styles > 1 else {}
+    path = folder / f"{net.arch}{f'_{styles}styles' if styles > 1 else ''}.safetensors"
     save_file(
-        {k: v.contiguous() for k, v in net.state_dict().items()}, str(path), metadata=model_metadata(net, {})
+        {k: v.contiguous() for k, v in net.state_dict().items()}, str(path), metadata=model_metadata(net, record)
     )
     return path
 
@@ -108,10 +110,12 @@ def main() -> None:
     reference = ReferenceTransformerNet().eval().requires_grad_(False)
     tmp = Path(tempfile.mkdtemp())
     models = {"default": _save(TransformerNet().eval(), tmp), "fast": _save(FastTransformerNet().eval(), tmp)}
+    multi = _save(TransformerNet(num_styles=4).eval(), tmp)  # conditional instance norm, 4 styles
     stylizers = {
         "fast_style default (johnson)": Stylizer.from_file(models["default"]),
         "fast_style default, --backend torch": Stylizer.from_file(models["default"], backend="torch"),
         "johnson exported .onnx file": _onnx_file_stylizer(models["default"], tmp),
+        "johnson, 4 styles (one picked)": Stylizer.from_file(multi),
         "fast_style model=fast": Stylizer.from_file(models["fast"]),
         "fast_style model=fast, --backend torch": Stylizer.from_file(models["fast"], backend="torch"),
     }
