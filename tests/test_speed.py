@@ -278,14 +278,21 @@ def test_channels_last_training_matches_the_default_layout(tmp_path, image_folde
     assert ckpt["hyper_parameters"]["run_config"]["speed"]["channels_last"] is True
 
 
-@pytest.mark.slow
-def test_compiled_training_saves_plain_checkpoints_that_export(tmp_path, image_folder, style_path):
+# torch.compile's eager backend traces and wraps the modules as inductor does, in seconds rather than
+# minutes; inductor itself (the default) is the slow case.
+@pytest.mark.parametrize("backend", ["eager", pytest.param("inductor", marks=pytest.mark.slow)])
+def test_compiled_training_saves_plain_checkpoints_that_export(tmp_path, image_folder, style_path, backend):
     from fast_style.cli.main import main
     from fast_style.inference import Stylizer
 
     plain, compiled = tmp_path / "plain", tmp_path / "compiled"
     assert train(plain, image_folder, style_path, "trainer.max_steps=2", "trainer.precision=32-true") == 0
-    compile_both = ("speed.compile=true", "speed.compile_loss=true", "trainer.precision=32-true")  # inductor
+    compile_both = (
+        "speed.compile=true",
+        "speed.compile_loss=true",
+        "trainer.precision=32-true",
+        f"speed.compile_backend={backend}",
+    )
     assert train(compiled, image_folder, style_path, "trainer.max_steps=2", *compile_both) == 0
     assert len(_losses(plain)) == 2
     assert _losses(compiled) == pytest.approx(_losses(plain), rel=1e-3)
