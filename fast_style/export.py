@@ -17,9 +17,9 @@ from fast_style.checkpoints import check_finite_weights, read_training_checkpoin
 from fast_style.errors import FastStyleError
 from fast_style.files import atomic_path
 from fast_style.inference import loading, onnx_runtime
-from fast_style.inference.onnx_runtime import ONNX_OPSET
 from fast_style.model_file import looks_like_safetensors, looks_like_torch_file, record_from_checkpoint
 from fast_style.models import TransformNetwork, build_model, check_model_spec, model_config
+from fast_style.onnx_graph import ONNX_OPSET, onnx_graph
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -118,7 +118,7 @@ def export_onnx(
         raise FastStyleError("ONNX export needs onnx and onnxruntime: pip install onnx onnxruntime")
     net, record = read_model(ckpt_path)
     _check_finite(net, ckpt_path)
-    model = onnx_runtime.onnx_graph(net, opset=opset, metadata=model_metadata(net, record))
+    model = onnx_graph(net, opset=opset, metadata=model_metadata(net, record))
     with atomic_path(out_path) as tmp:
         Path(tmp).write_bytes(model.SerializeToString())
     return Path(out_path)

@@ -14,6 +14,7 @@ from fast_style.cli.main import main as cli_main
 from fast_style.export import load_training_checkpoint
 from fast_style.inference import Stylizer, read_metadata
 from fast_style.models import TransformerNet
+from fast_style.onnx_graph import onnx_graph
 
 
 def test_round_trip_equals_in_memory_network(
@@ -60,7 +61,7 @@ def test_onnx_graph_runs_wide_rgb_head_on_pixel_blocks(arch: str) -> None:
     with torch.no_grad():
         for param in net.parameters():  # random non-trivial weights, not the identity-like init
             param.add_(torch.randn_like(param) * 0.1)
-    graph = onnx_runtime.onnx_graph(net)
+    graph = onnx_graph(net)
     ops = [node.op_type for node in graph.graph.node]
     assert ("SpaceToDepth" in ops and ops[-1] == "DepthToSpace") == (arch == "johnson")
     images = torch.rand(2, 3, 36, 52)
@@ -73,7 +74,7 @@ def test_onnx_graph_runs_wide_rgb_head_on_pixel_blocks(arch: str) -> None:
 def test_blocked_conv_weights_equal_the_plain_conv() -> None:
     import torch.nn.functional as F
 
-    from fast_style.inference.onnx_runtime import _blocked_weights
+    from fast_style.onnx_graph import _blocked_weights
 
     torch.manual_seed(0)
     weight, bias = torch.randn(3, 5, 5, 5), torch.randn(3)
@@ -107,7 +108,6 @@ def test_backend_falls_back_to_torch_without_onnxruntime(
 def test_onnx_graphs_are_cached_by_weights(
     tiny_ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from fast_style.inference import onnx_runtime
 
     cache = tmp_path / "cache"
     monkeypatch.setenv("FAST_STYLE_CACHE", str(cache))
@@ -119,8 +119,10 @@ def test_onnx_graphs_are_cached_by_weights(
     assert len(cached) == 1
 
     built = []
+    import fast_style.onnx_graph
+
     monkeypatch.setattr(
-        onnx_runtime, "onnx_graph", lambda *a, **k: built.append(1) or pytest.fail("graph rebuilt")
+        fast_style.onnx_graph, "onnx_graph", lambda *a, **k: built.append(1) or pytest.fail("graph rebuilt")
     )
     assert torch.equal(Stylizer.from_file(out).stylize_tensor(images), first)  # served from the cache
     assert built == []
@@ -318,3 +320,36 @@ def test_old_and_new_checkpoints_give_one_record(tiny_ckpt: Path, tmp_path: Path
     new = dict(old, fast_style=record)
     assert record_from_checkpoint(new) == record_from_checkpoint(old) == record
     assert record["model_kwargs"] == net.config() and record["training"]["global_step"] == 7
+
+
+def test_inference_imports_neither_export_nor_training_code() -> None:
+    """Layering: export uses inference, never the reverse; inference needs no training code."""
+    import ast
+
+    package = Path(__file__).resolve().parents[1] / "fast_style"
+    forbidden = (
+        "fast_style.export",
+        "fast_style.training",
+        "fast_style.losses",
+        "fast_style.cli",
+        "fast_style.optimize",
+        "pytorch_lightning",
+        "lightning",
+        "hydra",
+    )
+    checked = 0
+    for path in sorted((package / "inference").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for name in names:
+                assert not name.startswith(forbidden), f"{path.name} imports {name}"
+            checked += bool(names)
+    assert checked > 10
+    # and the ONNX graph builder is not part of the inference package
+    assert not (package / "inference" / "onnx_graph.py").exists()
+    assert "def onnx_graph" not in (package / "inference" / "onnx_runtime.py").read_text()
