@@ -1,4 +1,4 @@
-"""Atomic file writes (a temporary file in the target folder, then one rename), and writability checks."""
+"""Atomic writes (a temporary file or folder beside the target, then a rename), and writability checks."""
 
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ import errno
 import functools
 import hashlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from fast_style.errors import FastStyleError
 
-__all__ = ["atomic_path", "check_writable", "file_sha256", "rescue_path"]
+__all__ = ["atomic_folder", "atomic_path", "check_writable", "file_sha256", "rescue_path"]
 
 
 @functools.lru_cache(maxsize=32)
@@ -61,6 +62,38 @@ def atomic_path(path: str | os.PathLike[str], *, overwrite: bool = True) -> Iter
             _publish_exclusive(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike[str], *, overwrite: bool = True) -> Iterator[Path]:
+    """Yield a new temporary folder beside ``path``; on success its files move to ``path``, else it is deleted.
+
+    A new (or empty) ``path`` appears in one rename, so an interrupted run leaves no half folder
+    under its name. An existing folder with files in it needs ``overwrite`` (else
+    ``FileExistsError``); the new files then replace those of the same names, and the rest stay.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "not a folder", str(path))
+    if not overwrite and path.is_dir() and any(path.iterdir()):
+        raise FileExistsError(errno.EEXIST, "folder is not empty", str(path))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700 folders
+        if path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+        if not path.exists():
+            os.rename(tmp, path)
+            return
+        for item in sorted(tmp.rglob("*")):
+            if not item.is_dir():
+                target = path / item.relative_to(tmp)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(item, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _publish_exclusive(tmp_path: Path, path: Path) -> None:

@@ -26,6 +26,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "turn a training checkpoint into a .safetensors or .onnx inference file",
     ),
     "stylize": ("fast_style.cli.stylize", "stylize photos with an exported model (files or folders)"),
+    "video": (
+        "fast_style.cli.video",
+        "stylize a video (or a folder of frames) with an exported model, sound kept (needs the video extra)",
+    ),
     "serve": (
         "fast_style.cli.serve",
         "a local web page and HTTP API for stylizing photos (needs the web extra)",
