@@ -16,6 +16,9 @@ checked). For each photo, scaled to each ``--size`` on its long side:
   protocol, the first column) and the photo (``fast-style optimize``'s default: harsher, since it
   starts with no content error). ``>N`` if not reached within ``--max-steps``;
 - time ratio: the optimization's time to that step over the feed-forward time (first start);
+- refine: L-BFGS started from the model's picture (``fast-style stylize --refine N``), the steps
+  it needs to reach the total of ``--refine-target`` L-BFGS steps from the photo (default 50),
+  at most ``--refine-steps``; ``>N`` if not within them (needs ``--init content``);
 - scores outside the loss: colour distance to the style image (Hellinger distance of RGB
   histograms; lower is closer to the painting's palette) and luminance SSIM to the photo (higher
   keeps more of its structure), for the model's output and the optimized image.
@@ -62,6 +65,8 @@ COLUMNS = (
     "steps_from_noise",
     "steps_from_photo",
     "time_ratio",
+    "refine_goal",
+    "refine_steps",
     "ff_seconds",
     "color_distance",
     "ssim",
@@ -91,6 +96,10 @@ class Score:
     lbfgs_ssim: float
     photo_color_distance: float
     worth: dict[str, float | None] = field(default_factory=dict)  # init -> steps (None: not reached)
+    refine_goal: float | None = None  # the photo start's total after --refine-target steps (None: not run)
+    refine_steps: float | None = (
+        None  # refine steps from the model's picture to refine_goal (None: not reached)
+    )
 
     @property
     def steps_from_noise(self) -> float | None:
@@ -128,8 +137,14 @@ def score_group(
     max_steps: int,
     progress: bool,
     inits: Sequence[str] = ("noise", "content"),
+    refine_target: int = 50,
+    refine_steps: int = 0,
 ) -> tuple[list[Score], list[list[tuple[str, str, torch.Tensor]]]]:
-    """Score models that share one loss on every photo and size; return the scores and the contact-sheet rows."""
+    """Score models that share one loss on every photo and size; return the scores and the contact-sheet rows.
+
+    With ``refine_steps``, the photo start runs at least ``refine_target`` steps, and each model's
+    picture is refined until it reaches that total (at most ``refine_steps`` steps).
+    """
     loss = build_perceptual_loss(**loss_args)
     style = load_image_tensor(style_path, style_size)
     loss.set_style_image(style)
@@ -153,11 +168,15 @@ def score_group(
                     init,
                     max_steps,
                     stop_at_total=target,
+                    min_steps=refine_target if refine_steps and init == "content" else 0,
                     progress=progress,
                     description=f"{photo.stem} {size}px L-BFGS from {init}",
                 )
                 for init in inits
             }
+            goal = None
+            if refine_steps and "content" in curves and curves["content"].steps >= refine_target:
+                goal = curves["content"].totals[refine_target]
             first = curves[inits[0]]
             assert first.image is not None  # computed here, not read from a cache
             row = [
@@ -167,6 +186,20 @@ def score_group(
             for name, (out, seconds, terms) in outputs.items():
                 worth = {init: steps_worth(curve.totals, terms["total"]) for init, curve in curves.items()}
                 lead = worth[inits[0]]
+                refined = None
+                if goal is not None:
+                    refine = lbfgs_curve(
+                        loss,
+                        content,
+                        style,
+                        "model",
+                        refine_steps,
+                        stop_at_total=goal,
+                        model=lambda _, picture=out: picture,
+                        progress=progress,
+                        description=f"{photo.stem} {size}px refine {name}",
+                    )
+                    refined = steps_worth(refine.totals, goal)
                 scores.append(
                     Score(
                         model=name,
@@ -184,6 +217,8 @@ def score_group(
                         lbfgs_ssim=luminance_ssim(first.image, content),
                         photo_color_distance=color_distance(content, style),
                         worth=worth,
+                        refine_goal=goal,
+                        refine_steps=refined,
                     )
                 )
                 label = f"~{lead:.0f} L-BFGS steps" if lead is not None else f">{first.steps} L-BFGS steps"
@@ -218,10 +253,24 @@ def _mean_steps(values: Sequence[float | None], max_steps: int) -> str:
     return f"{statistics.fmean(capped):.1f}" + ("" if None not in values else " (capped: some >max)")
 
 
-def report(scores: list[Score], max_steps: int) -> str:
-    """Markdown: one table of every model on every photo and size, then one of the means per model and size."""
+def _refine_cell(score: Score, most: int) -> str:
+    return "–" if score.refine_goal is None else _steps(score.refine_steps, most)
+
+
+def _mean_refine(scores: Sequence[Score], most: int) -> str:
+    if any(s.refine_goal is None for s in scores):
+        return "–"
+    return _mean_steps([s.refine_steps for s in scores], most)
+
+
+def report(scores: list[Score], max_steps: int, refine_target: int = 50, refine_steps: int = 0) -> str:
+    """Markdown: one table of every model on every photo and size, then one of the means per model and size.
+
+    With ``refine_steps``, a column holds the refine steps to the photo start's ``refine_target`` total.
+    """
     inits = [init for init in INIT_COLUMN if any(init in s.worth for s in scores)]
     names = {"noise": "from noise", "content": "from photo"}
+    refine = [f"refine steps to L-BFGS@{refine_target} from photo"] if refine_steps else []
     header = [
         "model",
         "photo",
@@ -232,6 +281,7 @@ def report(scores: list[Score], max_steps: int) -> str:
         "total / photo's",
         *(f"steps-worth {names[i]}" for i in inits),
         "time ratio",
+        *refine,
         "colour dist. (model / L-BFGS / photo)",
         "SSIM (model / L-BFGS)",
     ]
@@ -248,6 +298,7 @@ def report(scores: list[Score], max_steps: int) -> str:
                 f"{s.total / s.photo_total:.2f}",
                 *(_steps(s.worth.get(i), max_steps) for i in inits),
                 _fmt(s.time_ratio),
+                *([_refine_cell(s, refine_steps)] if refine else []),
                 f"{s.color_distance:.3f} / {s.lbfgs_color_distance:.3f} / {s.photo_color_distance:.3f}",
                 f"{s.ssim:.3f} / {s.lbfgs_ssim:.3f}",
             ]
@@ -266,6 +317,7 @@ def report(scores: list[Score], max_steps: int) -> str:
                 f"{statistics.fmean(ratios):.2f} (worst {max(ratios):.2f})",
                 *(_mean_steps([s.worth.get(i) for s in mine], max_steps) for i in inits),
                 _fmt(_mean([s.time_ratio for s in mine])),
+                *([_mean_refine(mine, refine_steps)] if refine else []),
                 f"{statistics.fmean(s.ff_seconds for s in mine):.3f}",
                 f"{statistics.fmean(s.color_distance for s in mine):.3f}",
                 f"{statistics.fmean(s.lbfgs_color_distance for s in mine):.3f}",
@@ -283,6 +335,7 @@ def report(scores: list[Score], max_steps: int) -> str:
         "total / photo's",
         *(f"steps-worth {names[i]}" for i in inits),
         "mean time ratio",
+        *refine,
         "model s/image",
         "colour dist. model",
         "colour dist. L-BFGS",
@@ -327,6 +380,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=["noise", "content"],
         choices=["noise", "content"],
         help="where L-BFGS starts: white noise (Johnson et al.'s protocol) and/or the photo",
+    )
+    parser.add_argument(
+        "--refine-target",
+        type=int,
+        default=50,
+        help="refine: reach the total of this many L-BFGS steps from the photo",
+    )
+    parser.add_argument(
+        "--refine-steps",
+        type=int,
+        default=50,
+        help="refine: at most this many steps from the model's picture (0: do not measure)",
     )
     parser.add_argument("--tile", type=int, default=256, help="long side of each contact-sheet image")
     parser.add_argument("--out", type=Path, default=Path("outputs/quality"))
@@ -375,10 +440,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.max_steps,
             not args.no_progress,
             args.init,
+            args.refine_target,
+            args.refine_steps,
         )
         scores += group_scores
         sheet_rows += rows
-    text = report(scores, args.max_steps)
+    text = report(scores, args.max_steps, args.refine_target, args.refine_steps)
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "quality.md").write_text(text, encoding="utf-8")

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from fast_style.losses import PerceptualLoss
-from fast_style.optimize import initial_image, optimize_pixels
+from fast_style.optimize import ModelPicture, initial_image, optimize_pixels
 
 __all__ = ["Curve", "add_photo_arguments", "lbfgs_curve", "steps_worth"]
 
@@ -79,34 +79,39 @@ def lbfgs_curve(
     max_steps: int,
     *,
     stop_at_total: float | None = None,
+    min_steps: int = 0,
     cache: Path | None = None,
     cache_key: dict[str, Any] | None = None,
+    model: ModelPicture | None = None,
     progress: bool = False,
     description: str = "",
 ) -> Curve:
-    """L-BFGS from ``init`` (``noise``: uniform noise, seed 0; ``content``: the photo) on ``loss``.
+    """L-BFGS from ``init`` (``noise``: uniform noise, seed 0; ``content``: the photo; ``model``: the
+    picture of ``model``, a feed-forward network) on ``loss``.
 
     ``loss`` must hold ``content`` and ``style`` as its targets. With ``stop_at_total`` the run ends
-    one step after reaching it. With ``cache`` and ``cache_key`` (what identifies the loss, photo and
-    style image), a finished curve is stored, and a stored one that covers the request is reused.
+    one step after reaching it, but not before ``min_steps``. With ``cache`` and ``cache_key`` (what
+    identifies the loss, photo and style image), a finished curve is stored, and a stored one that
+    covers the request is reused; curves from a model's picture are not cached.
     """
     key = None
-    if cache is not None and cache_key is not None:
+    if cache is not None and cache_key is not None and init != "model":
         key = {**cache_key, "init": init, "size": list(content.shape[-2:]), "torch": torch.__version__}
         path = _cache_file(cache, key)
         if path.is_file():
             stored = json.loads(path.read_text(encoding="utf-8"))
             totals = stored["totals"]
             reached = stop_at_total is not None and min(totals) <= stop_at_total
-            if len(totals) - 1 >= max_steps or reached:
+            if len(totals) - 1 >= max_steps or (reached and len(totals) - 1 >= min_steps):
                 return Curve(totals[: max_steps + 1], stored["seconds_per_step"])
-    start = initial_image(init, content, style, seed=0)
+    start = initial_image(init, content, style, seed=0, model=model)
     result = optimize_pixels(
         loss,
         start,
         max_steps,
         "lbfgs",
         stop_at_total=stop_at_total,
+        min_steps=min_steps,
         progress=progress,
         description=description,
     )

@@ -38,6 +38,7 @@ __all__ = [
     "INITS",
     "MIN_SIDE",
     "OPTIMIZERS",
+    "ModelPicture",
     "OptimizeResult",
     "OptimizerFactory",
     "PixelSettings",
@@ -54,8 +55,10 @@ __all__ = [
 OptimizerFactory = Callable[[list[torch.Tensor]], torch.optim.Optimizer]
 # called with (step, image after `step` steps, its weighted loss terms as floats)
 StepCallback = Callable[[int, torch.Tensor, dict[str, float]], None]
+# a feed-forward model as a start: (1, 3, H, W) content in [0, 1] -> its stylized picture, same size
+ModelPicture = Callable[[torch.Tensor], torch.Tensor]
 
-INITS = ("content", "noise", "style")
+INITS = ("content", "noise", "style", "model")
 
 
 def _pixel_optimizer(schema: type[LBFGSConfig] | type[AdamPixelConfig]) -> OptimizerFactory:
@@ -154,7 +157,8 @@ class PixelSettings:
 
     ``optimizer`` is a name in ``OPTIMIZERS`` or a factory ``params -> Optimizer``; with
     ``lr_decay_every`` the learning rate is multiplied by ``lr_decay_gamma`` every that many steps.
-    The run starts from ``init``, one of ``INITS``; ``seed`` draws the noise (``None``: at random).
+    The run starts from ``init``, one of ``INITS``; ``seed`` draws the noise (``None``: at random);
+    ``model`` stylizes the content for ``init="model"`` (e.g. ``Stylizer.stylize_tensor``).
     """
 
     optimizer: str | OptimizerFactory = "lbfgs"
@@ -162,14 +166,17 @@ class PixelSettings:
     lr_decay_gamma: float = 0.5
     init: str = "content"
     seed: int | None = 0
+    model: ModelPicture | None = None
 
     def __post_init__(self) -> None:
         check_init(self.init)
+        if self.init == "model" and self.model is None:
+            raise FastStyleError("init=model needs a feed-forward model: pass model_file=...")
         _optimizer_factory(self.optimizer)  # an unknown name fails here, before any work
 
     def start(self, content: torch.Tensor, style: torch.Tensor | None = None) -> torch.Tensor:
         """The image the run starts from, for ``content`` (and ``style``, for ``init="style"``)."""
-        return initial_image(self.init, content, style, self.seed)
+        return initial_image(self.init, content, style, self.seed, self.model)
 
 
 def check_init(init: str) -> None:
@@ -183,8 +190,10 @@ def initial_image(
     content: torch.Tensor,
     style: torch.Tensor | None = None,
     seed: int | None = 0,
+    model: ModelPicture | None = None,
 ) -> torch.Tensor:
-    """The starting image: a copy of ``content``, uniform noise in [0, 1], or ``style`` resized to it."""
+    """The starting image: a copy of ``content``, uniform noise in [0, 1], ``style`` resized to it, or
+    ``model``'s picture of ``content`` (``init="model"``)."""
     if init == "content":
         return content.detach().clone()
     if init == "noise":
@@ -201,6 +210,16 @@ def initial_image(
             raise FastStyleError("init=style needs a style image")
         # Stretched to the content's shape: the start only has to carry the style's colours and marks.
         return resize_to(style.detach().to(content.device, content.dtype), content.shape[-2:]).clone()
+    if init == "model":
+        if model is None:
+            raise FastStyleError("init=model needs a feed-forward model: pass model_file=...")
+        picture = model(content.detach()).to(content.device, content.dtype)
+        if tuple(picture.shape) != tuple(content.shape):
+            raise FastStyleError(
+                f"the model's picture is {tuple(picture.shape)}, the content {tuple(content.shape)}"
+            )
+        # A clone made here is an ordinary tensor even when the model ran in inference mode.
+        return picture.clamp(0, 1).clone()
     check_init(init)
     raise AssertionError(f"init {init!r} is in INITS but has no starting image")
 
@@ -268,13 +287,15 @@ def optimize_pixels(
     progress: bool = False,
     description: str = "",
     stop_at_total: float | None = None,
+    min_steps: int = 0,
 ) -> OptimizeResult:
     """Minimise ``loss(image)["total"]`` over the pixels of ``image`` for ``steps`` steps.
 
     The loss must already hold its style and content targets. ``history[i]`` holds the loss terms of
     the image after ``i`` steps (``steps + 1`` entries on success). A non-finite loss stops the run;
     the result then holds the last image whose loss was finite and an ``error`` message. With
-    ``stop_at_total`` the run ends early, one step after the total first drops to that value.
+    ``stop_at_total`` the run ends early, one step after the total first drops to that value, but
+    not before ``min_steps`` steps.
     """
     if steps < 0:
         raise FastStyleError(f"steps must be >= 0, got {steps}")
@@ -329,7 +350,7 @@ def optimize_pixels(
             if bar is not None:
                 bar.set_postfix({k: f"{v:.3g}" for k, v in current.items()}, refresh=False)
                 bar.update(1)
-            if stop_at_total is not None and current["total"] <= stop_at_total:
+            if stop_at_total is not None and current["total"] <= stop_at_total and done >= min_steps:
                 break
         result.elapsed = time.perf_counter() - start  # the steps only, not the final scoring
         record(done, with_grad=False)

@@ -20,6 +20,7 @@ from fast_style.compare import (
     steps_to_match,
     write_outputs,
 )
+from fast_style.errors import FastStyleError
 from fast_style.export import export_safetensors
 from fast_style.inference import Stylizer
 from fast_style.models import TransformerNet, model_config
@@ -133,6 +134,46 @@ def test_written_tables_and_figure_match_recomputation(tmp_path, model_path):
     assert len(acc.Images("compare/figure")) == 1
 
 
+def test_feed_forward_plus_steps_is_the_optimization_started_from_the_networks_picture(tmp_path, model_path):
+    from fast_style.compare import REFINED
+
+    content, style = image((40, 32), 1), image((48, 48), 7)
+    stylizer = Stylizer.from_file(model_path)
+    loss = tiny_loss()
+    report = run_compare(loss, stylizer, content, style, checkpoints=[2], refine_steps=[3, 1], repeats=1)
+    ff = report.row("feed-forward")
+    refined = [r for r in report.rows if r.mode == REFINED]
+    assert [r.steps for r in refined] == [1, 3]
+    # The same optimizer from the network's picture: scored by the shared evaluation, timed with the network.
+    expected = optimize_pixels(loss, report.images["feed-forward"], 3, snapshot_at=[1, 3])
+    for row in refined:
+        image_k = report.images[f"refined_{row.steps}"]
+        assert torch.allclose(image_k, expected.snapshots[row.steps].cpu(), atol=1e-5)
+        assert [row.content, row.style, row.tv, row.total] == list(evaluate_image(loss, image_k).values())
+        assert row.seconds is not None and ff.seconds is not None and row.seconds > ff.seconds
+    assert refined[-1].total < ff.total
+
+    paths = write_outputs(report, tmp_path / "out", tile=64)
+    with open(paths["compare.csv"], newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["mode"], r["steps"]) for r in rows][-2:] == [(REFINED, "1"), (REFINED, "3")]
+    markdown = paths["compare.md"].read_text()
+    assert "| feed-forward + steps | 3 |" in markdown
+    assert f"Feed-forward + 3 steps reaches a total of {refined[-1].total:.4g}" in markdown
+    # content | style | 1 checkpoint | feed-forward | 2 refine checkpoints
+    assert Image.open(paths["compare.png"]).width == 4 + 6 * (64 + 4)
+    assert paths["refined.png"].is_file()
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tmp_path / "out" / "tensorboard"), size_guidance={"scalars": 0})
+    acc.Reload()
+    assert [(e.step, e.value) for e in acc.Scalars("compare/refined/total")] == [
+        (1, pytest.approx(refined[0].total, rel=1e-6)),
+        (3, pytest.approx(refined[1].total, rel=1e-6)),
+    ]
+
+
 def test_peak_memory_sees_a_large_allocation():
     with PeakMemory("cpu") as idle:
         pass
@@ -147,6 +188,10 @@ def test_peak_memory_sees_a_large_allocation():
 def test_arguments():
     assert checkpoint_steps(50) == [50]
     assert checkpoint_steps([300, 10, 50, 10]) == [10, 50, 300]
+    assert checkpoint_steps(None, "refine_steps", allow_none=True) == []
+    assert checkpoint_steps([], "refine_steps", allow_none=True) == []
+    with pytest.raises(FastStyleError, match="refine_steps must be a positive number"):
+        checkpoint_steps([0], "refine_steps", allow_none=True)
 
 
 def run_cli(tmp_path: Path, *args: str) -> int:
@@ -172,9 +217,17 @@ def test_cli_writes_the_figure_and_prints_the_table(tmp_path, style_path, capsys
     out = capsys.readouterr().out
     assert code == 0
     run = tmp_path / "run"
-    for name in ("compare.png", "compare.md", "compare.csv", "feedforward.png", "optimized.png"):
+    for name in (
+        "compare.png",
+        "compare.md",
+        "compare.csv",
+        "feedforward.png",
+        "optimized.png",
+        "refined.png",
+    ):
         assert (run / name).is_file(), name
     assert "| feed-forward |" in out and "| optimization | 2 |" in out
+    assert "| feed-forward + steps | 10 |" in out and "| feed-forward + steps | 20 |" in out  # the default
     markdown = (run / "compare.md").read_text()
     # The model records its training loss: compare measures with it, so nothing differs.
     assert "vgg16_bn (weights: none)" in markdown and "x 100000.0" in markdown

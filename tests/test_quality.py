@@ -144,6 +144,10 @@ def test_quality_benchmark_scores_a_model_with_its_own_loss(tmp_path, image_fold
             "48",
             "--max-steps",
             "3",
+            "--refine-target",
+            "2",
+            "--refine-steps",
+            "3",
             "--out",
             str(out),
             "--no-progress",
@@ -153,6 +157,7 @@ def test_quality_benchmark_scores_a_model_with_its_own_loss(tmp_path, image_fold
     )
     printed = capsys.readouterr().out
     assert code == 0
+    assert "refine steps to L-BFGS@2 from photo" in printed
     assert {p.name for p in out.iterdir()} == {"quality.md", "quality.csv", "quality.png"}
     rows = (out / "quality.csv").read_text().splitlines()
     # two photos at two sizes, each worth some steps from noise and from the photo
@@ -160,12 +165,72 @@ def test_quality_benchmark_scores_a_model_with_its_own_loss(tmp_path, image_fold
     assert rows[0].startswith(
         "model,photo,size,content,style,total,photo_total,steps_from_noise,steps_from_photo"
     )
+    goal = rows[0].split(",").index("refine_goal")
+    assert all(float(row.split(",")[goal]) > 0 for row in rows[1:])  # the photo start ran 2 steps
     assert "| tiny | p0 | 32 |" in printed and "| tiny | p1 | 48 |" in printed
     assert "steps-worth from noise | steps-worth from photo" in printed and "Means over the photos" in printed
     means = printed.split("Means over the photos")[1]
     assert "| tiny | 32 |" in means and "| tiny | 48 |" in means
     sheet = Image.open(out / "quality.png")
     assert sheet.width > sheet.height  # photo | style | model | L-BFGS, one row per photo (first size)
+
+
+def test_refine_benchmark_compares_the_three_starts(tmp_path, style_path, capsys):
+    from PIL import Image
+
+    from benchmarks.refine import main as refine
+    from tests.conftest import random_image
+    from tests.test_compare import write_model
+
+    recorded = {
+        "network": "vgg16_bn",
+        "weights": "none",
+        "content_layers": ["relu2_2"],
+        "style_layers": ["relu1_2", "relu2_2"],
+        "content_layer_weights": "auto",
+        "style_layer_weights": "auto",
+        "style_weight": 3.0,
+        "style_image": style_path.name,
+        "style_size": 32,
+    }
+    model = write_model(tmp_path, loss=recorded)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(2):
+        random_image((48, 40), i).save(photos / f"p{i}.png")
+    out, sheet = tmp_path / "out", tmp_path / "docs" / "sheet.png"
+    args = [
+        "--content",
+        str(photos),
+        "--styles",
+        str(style_path.parent),
+        "--size",
+        "32",
+        "--refine",
+        "1",
+        "2",
+    ]
+    args += [
+        "--baseline",
+        "3",
+        "--sheet",
+        str(sheet),
+        "--sheet-steps",
+        "4",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    code = refine([str(model), *args, "--backend", "torch"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "| p0 | 32 |" in printed and "| p1 | 32 |" in printed
+    assert "refine steps to L-BFGS@3 from photo" in printed and "refine 2 ≤ photo@3, ≤ ½ time" in printed
+    rows = (out / "refine.csv").read_text().splitlines()
+    assert len(rows) == 3 and "refine_total_2" in rows[0] and "refine_seconds_2" in rows[0]
+    picture = Image.open(sheet)
+    # two rows of photo | feed-forward | refine 1 | refine 2 | optimization, 256 px tiles
+    assert picture.width > 4 * 256 and picture.height > 2 * 200
 
 
 def test_quality_benchmark_needs_the_models_weights_file(tmp_path, style_path, capsys):

@@ -1,16 +1,22 @@
-"""``fast-style optimize content_image=... style_image=... output=...``: stylize one image by optimization."""
+"""``fast-style optimize content_image=... style_image=... output=...``: stylize one image by optimization.
+
+With ``init=model model_file=FILE`` the optimization starts from the model's picture at ``image_size``
+and, for every ``loss.*`` key the command line leaves alone, uses the loss the model was trained with.
+"""
 
 from __future__ import annotations
 
 import logging
 import math
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
 from fast_style.cli.hydra_app import run_hydra_task
+from fast_style.cli.model_loss import adopt_model_loss, model_style_size, overridden, style_differences
 from fast_style.cli.pixel_inputs import (
     check_style_sides,
     load_content,
@@ -20,6 +26,9 @@ from fast_style.cli.pixel_inputs import (
 )
 from fast_style.errors import FastStyleError, RunFailed, one_line
 from fast_style.files import check_writable, rescue_path
+
+if TYPE_CHECKING:
+    from fast_style.inference import Stylizer
 
 __all__ = ["check_output", "check_run_folder", "main", "optimize"]
 
@@ -61,30 +70,59 @@ def optimize(cfg: DictConfig) -> Path:
     from fast_style.devices import resolve_device
     from fast_style.images import tensor_to_image
     from fast_style.optimize import TensorBoardMonitor, optimize_image, scale_sizes
+    from fast_style.trained_loss import recorded_loss
 
     # Cheap checks first, so a typo fails in a second rather than after loading VGG.
     resolve_auto_settings(cfg)
     output = check_output(cfg.output, bool(cfg.overwrite))
-    settings = pixel_optimizer_settings(cfg)
     if int(cfg.steps) < 0:
         raise FastStyleError(f"steps must be >= 0, got {cfg.steps}")
+    device = resolve_device(cfg.device)
+    model = _start_model(cfg, device)
+    picture = None
+    recorded: dict[str, Any] = {}
+    painted: list[str | None] = []
+    if model is not None:
+        style = cfg.get("model_style")
+        mix = {str(k): float(v) for k, v in cfg.model_mix.items()} if cfg.get("model_mix") else None
+        weights = model.style_weights(style, mix)  # an unknown style fails here, before any work
+        if weights is None:
+            painted = [None]
+        else:
+            painted = [n for n, w in zip(model.styles, weights[0].tolist(), strict=True) if w > 0]
+        recorded = recorded_loss(model.metadata, painted[0])
+        picture = partial(model.stylize_tensor, style=style, mix=mix)
+    settings = pixel_optimizer_settings(cfg, model=picture)
     content = load_content(cfg)
-    style_long = math.ceil(float(cfg.style_scale) * max(content.shape[-2:]))
+    long_side = max(content.shape[-2:])
+    style_long = math.ceil(float(cfg.style_scale) * long_side)
+    differences: list[str] = []
+    if recorded:
+        # init=model: the model's training loss and style size, for every setting not given
+        differences = adopt_model_loss(cfg, recorded, overridden("loss"))
+        style_long = model_style_size(cfg, recorded, long_side)
+    style_scale = style_long / long_side if recorded else float(cfg.style_scale)
     blend = list(cfg.style_blend) if cfg.style_blend is not None else None
     paths = style_paths(cfg.style_image)
     styles = load_styles(paths, style_long, blend)
     height, width = content.shape[-2:]
     coarsest = scale_sizes(height, width, int(cfg.scales))[0]
-    check_style_sides(styles, paths, max(1, round(float(cfg.style_scale) * max(coarsest))), cfg.loss)
-    device = resolve_device(cfg.device)
+    check_style_sides(styles, paths, max(1, round(style_scale * max(coarsest))), cfg.loss)
+    if recorded and len(painted) == 1:  # a mix paints several styles; its loss is the user's blend
+        differences += style_differences(recorded, paths, style_long)
+    if differences:
+        log.warning(
+            "the model was trained with another loss than the one optimized here: %s", "; ".join(differences)
+        )
 
     loss = instantiate(cfg.loss).to(device)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     choices = HydraConfig.get().runtime.choices
     plan = list(cfg.scale_steps) if cfg.scale_steps is not None else [int(cfg.steps)] * int(cfg.scales)
     log.info(
-        "pixel_optimizer=%s, steps per scale %s, %dx%d px, loss network %s; TensorBoard in %s",
+        "pixel_optimizer=%s from %s, steps per scale %s, %dx%d px, loss network %s; TensorBoard in %s",
         choices.get("pixel_optimizer"),
+        f"{Path(cfg.model_file).name}'s picture" if model is not None else f"init={cfg.init}",
         plan,
         content.shape[-1],
         content.shape[-2],
@@ -100,7 +138,7 @@ def optimize(cfg: DictConfig) -> Path:
             blend=blend,
             steps=int(cfg.steps),
             settings=settings,
-            style_scale=float(cfg.style_scale),
+            style_scale=style_scale,
             scales=int(cfg.scales),
             scale_steps=list(cfg.scale_steps) if cfg.scale_steps is not None else None,
             preserve_color=bool(cfg.preserve_color),
@@ -134,6 +172,23 @@ def optimize(cfg: DictConfig) -> Path:
     )
     log.info("wrote %s", output)
     return output
+
+
+def _start_model(cfg: DictConfig, device: Any) -> Stylizer | None:
+    """The exported model whose picture ``init=model`` starts from; ``None`` for the other starts."""
+    from fast_style.inference import Stylizer
+
+    model_file = cfg.get("model_file")
+    if cfg.init != "model":
+        for key in ("model_file", "model_style", "model_mix"):
+            if cfg.get(key) is not None:
+                raise FastStyleError(f"{key}={cfg.get(key)} is for init=model; pass init=model too")
+        return None
+    if model_file is None:
+        raise FastStyleError(
+            "init=model starts from a model's picture: pass model_file=PATH to an exported model"
+        )
+    return Stylizer.from_file(model_file, device=str(device))
 
 
 def _save_or_rescue(image: Any, output: Path, params: dict[str, Any]) -> Path:

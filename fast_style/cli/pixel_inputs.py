@@ -12,7 +12,7 @@ from fast_style.errors import FastStyleError
 if TYPE_CHECKING:
     import torch
 
-    from fast_style.optimize import PixelSettings
+    from fast_style.optimize import ModelPicture, PixelSettings
 
 __all__ = [
     "check_style_sides",
@@ -37,10 +37,11 @@ def style_paths(value: Any) -> list[str]:
     return paths
 
 
-def pixel_optimizer_settings(cfg: DictConfig) -> PixelSettings:
+def pixel_optimizer_settings(cfg: DictConfig, model: ModelPicture | None = None) -> PixelSettings:
     """The optimizer, learning-rate decay, start and seed of an ``optimize`` or ``compare`` config.
 
-    ``cfg`` has its ``auto`` settings resolved (``resolve_auto_settings``), ``fused`` included.
+    ``cfg`` has its ``auto`` settings resolved (``resolve_auto_settings``), ``fused`` included;
+    ``model`` draws the start of ``init=model``.
     """
     from hydra.utils import instantiate
 
@@ -53,6 +54,7 @@ def pixel_optimizer_settings(cfg: DictConfig) -> PixelSettings:
         lr_decay_gamma=float(lr_decay.get("gamma", 0.5)),
         init=cfg.init,
         seed=cfg.seed,
+        model=model,
     )
 
 

@@ -1,6 +1,7 @@
 """``fast-style stylize INPUT... -m MODEL -o OUTPUT``: stylize photos with an exported model.
 
-Imports nothing from training, Lightning, Hydra or VGG, so it starts fast and runs anywhere.
+Imports nothing from training, Lightning, Hydra or VGG, so it starts fast and runs anywhere; only
+``--refine N`` (optimization after the network) loads the loss network, from ``fast_style.refine``.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from fast_style.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from fast_style.files import check_writable
 from fast_style.images import IMAGE_EXTENSIONS, folder_images, image_format_for, open_image, save_image
 
-if TYPE_CHECKING:  # imported when needed: the command starts without torch
+if TYPE_CHECKING:  # imported when needed: the command starts without torch (or VGG, unless refining)
     from fast_style.inference import Stylizer
+    from fast_style.refine import Refiner
 
 __all__ = ["Job", "main", "plan_jobs"]
 
@@ -154,6 +156,31 @@ def _parser() -> argparse.ArgumentParser:
         help="what runs whole images (default: auto = onnxruntime on CPU when installed, else torch)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    refine = parser.add_argument_group(
+        "refine",
+        "optimization started from the network's picture: closer to fast-style optimize, seconds a step",
+    )
+    refine.add_argument(
+        "--refine",
+        type=int,
+        default=0,
+        metavar="N",
+        help="after the network, N L-BFGS steps on the loss the model was trained with (default: 0, none)",
+    )
+    refine.add_argument(
+        "--loss-weights",
+        metavar="PATH",
+        help="the loss network's weights (default: torchvision's ImageNet VGG; a model trained with a "
+        "weights file needs that file)",
+    )
+    refine.add_argument(
+        "--style-image",
+        metavar="PATH",
+        action="append",
+        default=[],
+        help="the painting the model was trained on (default: found beside the model or among the "
+        "shipped styles); repeat for a mix",
+    )
     return parser
 
 
@@ -167,7 +194,9 @@ def parse_mix(text: str) -> dict[str, float]:
         except ValueError:
             weight = float("nan")
         if not sep or not name.strip() or not weight >= 0 or weight == float("inf"):
-            raise FastStyleError(f"--mix takes NAME=WEIGHT pairs with weights >= 0, e.g. a=0.5,b=0.5; got {part!r}")
+            raise FastStyleError(
+                f"--mix takes NAME=WEIGHT pairs with weights >= 0, e.g. a=0.5,b=0.5; got {part!r}"
+            )
         mix[name.strip()] = mix.get(name.strip(), 0.0) + weight
     return mix
 
@@ -194,6 +223,10 @@ def _check_options(args: argparse.Namespace) -> None:
         raise FastStyleError(f"--tile must be at least 64, got {args.tile}")
     if not 0.0 <= args.strength <= 1.0:
         raise FastStyleError(f"--strength must be within [0, 1], got {args.strength}")
+    if args.refine < 0:
+        raise FastStyleError(f"--refine takes a number of steps >= 0, got {args.refine}")
+    if not args.refine and (args.loss_weights is not None or args.style_image):
+        raise FastStyleError("--loss-weights and --style-image are for --refine N; add it or leave them out")
 
 
 def _for_format(img: Image.Image, fmt: str) -> Image.Image:
@@ -215,22 +248,30 @@ def _save_params(source: Image.Image, fmt: str) -> dict[str, object]:
     return params
 
 
-def _run_job(job: Job, stylizer: Stylizer, args: argparse.Namespace) -> None:
+def _run_job(job: Job, stylizer: Stylizer, args: argparse.Namespace, refiner: Refiner | None = None) -> None:
     if job.error is not None:
         raise FastStyleError(job.error)
     if job.target.exists() and not args.overwrite:
         raise FastStyleError(f"{job.target} exists; pass --overwrite to replace it")
     source = open_image(job.source)
     fmt = image_format_for(job.target)
-    result = stylizer.stylize(
-        source,
-        strength=args.strength,
-        preserve_color=args.preserve_color,
-        tile=args.tile,
-        max_size=args.max_size,
-        style=args.style,
-        mix=args.mix,
-    )
+    options = {
+        "strength": args.strength,
+        "preserve_color": args.preserve_color,
+        "tile": args.tile,
+        "max_size": args.max_size,
+        "style": args.style,
+        "mix": args.mix,
+    }
+    if refiner is None:
+        result = stylizer.stylize(source, **options)
+    else:
+        from fast_style.refine import TooLargeToRefine
+
+        try:
+            result = refiner.stylize(stylizer, source, progress=True, description=job.source.name, **options)
+        except TooLargeToRefine as exc:
+            raise FastStyleError(f"{job.source}: {exc} (pass --max-size {exc.largest})") from None
     try:
         save_image(
             _for_format(result, fmt), job.target, overwrite=args.overwrite, **_save_params(source, fmt)
@@ -239,6 +280,21 @@ def _run_job(job: Job, stylizer: Stylizer, args: argparse.Namespace) -> None:
         raise FastStyleError(f"{job.target} exists; pass --overwrite to replace it") from None
     except (OSError, ValueError) as exc:
         raise FastStyleError(f"cannot write {job.target}: {exc}") from None
+
+
+def _refiner(stylizer: Stylizer, args: argparse.Namespace) -> Refiner:
+    """The refine step of ``--refine N``; its loss network loads here, once, before any image."""
+    from fast_style.refine import Refiner
+
+    return Refiner.for_model(
+        stylizer,
+        args.model,
+        args.refine,
+        weights=args.loss_weights,
+        style_images=args.style_image,
+        style=args.style,
+        mix=args.mix,
+    )
 
 
 def _error(message: str) -> None:
@@ -263,6 +319,7 @@ def _stylize(args: argparse.Namespace) -> int:
         if args.tile is not None and not stylizer.supports_tiling:
             raise FastStyleError("--tile needs a .safetensors model; ONNX models run whole images")
         stylizer.style_weights(args.style, args.mix)  # an unknown style fails before any image
+        refiner = _refiner(stylizer, args) if args.refine else None
     except FastStyleError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -280,7 +337,7 @@ def _stylize(args: argparse.Namespace) -> int:
     try:
         for job in progress:
             try:
-                _run_job(job, stylizer, args)
+                _run_job(job, stylizer, args, refiner)
                 done += 1
             except FastStyleError as exc:
                 failed += 1
@@ -301,6 +358,8 @@ def _stylize(args: argparse.Namespace) -> int:
     )
     where = f"{stylizer.device.type} ({paths})" if paths else stylizer.device.type
     summary = f"stylized {done} of {len(jobs)} image(s) in {seconds:.2f} s{per_image} on {where}"
+    if refiner is not None:
+        summary += f", each refined with {refiner.steps} L-BFGS steps"
     if failed:
         summary += f"; {failed} failed"
     print(summary)

@@ -2,6 +2,7 @@
 
 from fast_style.compare.experiment import (
     COLUMNS,
+    REFINED,
     CompareReport,
     Row,
     evaluate_image,
@@ -22,6 +23,7 @@ from fast_style.compare.reports import (
 __all__ = [
     "COLUMNS",
     "OUTPUT_FILES",
+    "REFINED",
     "CompareReport",
     "PeakMemory",
     "Row",

@@ -1,9 +1,10 @@
 """Per-image optimization against a feed-forward model on the same photo, measured one way.
 
-Both modes stylize the same content at the same size on the same device; every image is then scored
+The modes stylize the same content at the same size on the same device; every image is then scored
 by ``evaluate_image`` with one ``PerceptualLoss`` (same network, weights and targets), never by a
 mode's own numbers. Optimization is checkpointed along the way, so the table answers the question
-users ask: how many optimization steps buy the style loss a trained network gives in one pass?
+users ask: how many optimization steps buy the style loss a trained network gives in one pass? The
+third mode, feed-forward + N steps, starts the same optimization from the network's picture.
 """
 
 from __future__ import annotations
@@ -21,9 +22,19 @@ from fast_style.errors import FastStyleError
 from fast_style.losses import PerceptualLoss
 from fast_style.optimize import PixelSettings, optimize_pixels, resize_to
 
-__all__ = ["COLUMNS", "CompareReport", "Row", "evaluate_image", "run_compare", "steps_to_match"]
+__all__ = [
+    "COLUMNS",
+    "REFINED",
+    "CompareReport",
+    "Row",
+    "evaluate_image",
+    "run_compare",
+    "steps_to_match",
+]
 
 COLUMNS = ("mode", "steps", "seconds", "peak_memory_mb", "content", "style", "tv", "total")
+# The mode of the rows "feed-forward + N steps": optimization started from the network's picture.
+REFINED = "feed-forward + steps"
 
 
 @torch.no_grad()
@@ -65,7 +76,8 @@ class CompareReport:
 
     rows: list[Row]
     images: dict[str, torch.Tensor]
-    """``content``, ``style``, ``optimized_<steps>`` for each checkpoint, ``feed-forward``."""
+    """``content``, ``style``, ``optimized_<steps>`` for each checkpoint, ``feed-forward``, and
+    ``refined_<steps>`` for each refine checkpoint."""
     history: list[dict[str, float]]
     """The optimization's per-step loss terms (same loss object, so the same numbers)."""
     match_step: int | None
@@ -75,7 +87,7 @@ class CompareReport:
     notes: list[str] = field(default_factory=list)
 
     def row(self, mode: str, steps: int | None = None) -> Row:
-        """The row of ``mode`` (and ``steps``, for optimization)."""
+        """The row of ``mode`` (and ``steps``, for optimization and ``REFINED``)."""
         for r in self.rows:
             if r.mode == mode and (steps is None or r.steps == steps):
                 return r
@@ -102,6 +114,7 @@ def run_compare(
     styles: torch.Tensor | Sequence[torch.Tensor],
     *,
     checkpoints: Iterable[int] = (10, 50, 100, 300),
+    refine_steps: Iterable[int] = (),
     blend: Sequence[float] | None = None,
     settings: PixelSettings | None = None,
     repeats: int = 3,
@@ -112,8 +125,10 @@ def run_compare(
     ``stylizer`` needs ``stylize_tensor`` (a ``fast_style.inference.Stylizer``). ``styles`` must
     already be at the size the style targets should come from. The feed-forward time is the median
     of ``repeats`` passes after one warm-up pass; optimization time runs from its first step to each
-    checkpoint. Targets are computed once, before either mode is timed. ``settings``: how the
-    pixels are optimized (``PixelSettings()`` unless given).
+    checkpoint. Targets are computed once, before any mode is timed. ``settings``: how the
+    pixels are optimized (``PixelSettings()`` unless given). ``refine_steps``: checkpoints of the same
+    optimization started from the network's picture (rows ``REFINED``); their time includes the
+    network's.
     """
     settings = settings or PixelSettings()
     if isinstance(styles, torch.Tensor):
@@ -169,8 +184,38 @@ def run_compare(
     rows.append(ff_row)
     images["feed-forward"] = stylized.cpu()
 
+    refine_steps = sorted({int(c) for c in refine_steps})
+    refine_error = None
+    if refine_steps:
+        if refine_steps[0] < 1:
+            raise FastStyleError(f"refine steps must be positive, got {refine_steps}")
+        with PeakMemory(device) as memory:
+            refined = optimize_pixels(
+                loss,
+                stylized,
+                refine_steps[-1],
+                settings.optimizer,
+                lr_decay_every=settings.lr_decay_every,
+                lr_decay_gamma=settings.lr_decay_gamma,
+                snapshot_at=refine_steps,
+                progress=progress,
+                description="feed-forward + steps",
+            )
+        refine_error = refined.error
+        for steps in refine_steps:
+            if steps not in refined.snapshots:
+                continue
+            snapshot = refined.snapshots[steps]
+            images[f"refined_{steps}"] = snapshot.cpu()
+            peak = max(ff_row.peak_memory_mb or 0.0, memory.peak_until(memory.start + refined.seconds[steps]))
+            seconds = ff_row.seconds + refined.seconds[steps] if ff_row.seconds is not None else None
+            rows.append(Row(REFINED, steps, seconds, peak, **evaluate_image(loss, snapshot)))
+
     match = steps_to_match(result.history, ff_scores["style"])
     report = CompareReport(rows, images, result.history, match, str(device), error=result.error)
     if result.error:
         report.notes.append(f"optimization stopped early: {result.error}")
+    if refine_error:
+        report.error = report.error or refine_error
+        report.notes.append(f"feed-forward + steps stopped early: {refine_error}")
     return report

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from fast_style.compare.experiment import COLUMNS, CompareReport
+from fast_style.compare.experiment import COLUMNS, REFINED, CompareReport
 from fast_style.files import atomic_path
 from fast_style.images import save_image, tensor_to_image
 
@@ -26,7 +26,14 @@ __all__ = [
     "write_outputs",
 ]
 
-OUTPUT_FILES = ("compare.png", "compare.md", "compare.csv", "feedforward.png", "optimized.png")
+OUTPUT_FILES = (
+    "compare.png",
+    "compare.md",
+    "compare.csv",
+    "feedforward.png",
+    "optimized.png",
+    "refined.png",
+)
 
 
 def _fmt(value: float | int | None, digits: int = 4) -> str:
@@ -38,7 +45,12 @@ def _fmt(value: float | int | None, digits: int = 4) -> str:
 
 
 def summary(report: CompareReport) -> str:
-    """One sentence: the steps (and time) optimization needs to reach the feed-forward style loss."""
+    """The steps (and time) optimization needs to reach the feed-forward style loss, and the total that
+    feed-forward + N steps reaches, in optimization steps."""
+    return _style_summary(report) + _refine_summary(report)
+
+
+def _style_summary(report: CompareReport) -> str:
     ff = report.row("feed-forward")
     opt_rows = [r for r in report.rows if r.mode == "optimization"]
     if report.match_step is None:
@@ -62,6 +74,20 @@ def summary(report: CompareReport) -> str:
         seconds = per_step * report.match_step
         text += f", about {seconds:.3g} s, {seconds / ff.seconds:.3g}x the feed-forward time"
     return text + "."
+
+
+def _refine_summary(report: CompareReport) -> str:
+    """What the last feed-forward + N steps row is worth in optimization steps (by total), if there is one."""
+    refined = [r for r in report.rows if r.mode == REFINED]
+    if not refined:
+        return ""
+    last = refined[-1]
+    text = f" Feed-forward + {last.steps} steps reaches a total of {_fmt(last.total)} in {_fmt(last.seconds, 3)} s"
+    for entry in report.history:
+        if entry["total"] <= last.total:
+            return text + f"; optimization needs {int(entry['step'])} steps for that total."
+    reached = int(report.history[-1]["step"]) if report.history else 0
+    return text + f"; optimization does not reach it within {reached} steps."
 
 
 def markdown_table(report: CompareReport, header: str = "") -> str:
@@ -131,7 +157,8 @@ def make_figure(tiles: Sequence[tuple[str, str, torch.Tensor]], tile: int = 256)
 
 
 def figure_for(report: CompareReport, tile: int = 256) -> Image.Image:
-    """The comparison figure: content | style(s) | optimized at each checkpoint | feed-forward."""
+    """The comparison figure: content | style(s) | optimized at each checkpoint | feed-forward |
+    feed-forward + N steps for each refine checkpoint."""
     tiles: list[tuple[str, str, torch.Tensor]] = []
     content_row = report.row("content image")
     tiles.append(("content", f"style {_fmt(content_row.style, 3)}", report.images["content"]))
@@ -151,13 +178,23 @@ def figure_for(report: CompareReport, tile: int = 256) -> Image.Image:
     tiles.append(
         ("feed-forward", f"style {_fmt(ff.style, 3)}, {_fmt(ff.seconds, 3)} s", report.images["feed-forward"])
     )
+    for row in report.rows:
+        if row.mode == REFINED:
+            tiles.append(
+                (
+                    f"feed-forward + {row.steps} steps",
+                    f"style {_fmt(row.style, 3)}, {_fmt(row.seconds, 3)} s",
+                    report.images[f"refined_{row.steps}"],
+                )
+            )
     return make_figure(tiles, tile)
 
 
 def write_outputs(
     report: CompareReport, out_dir: str | os.PathLike[str], header: str = "", tile: int = 256
 ) -> dict[str, Path]:
-    """Write ``compare.png``, ``compare.md``, ``compare.csv``, the final images and TensorBoard logs."""
+    """Write ``compare.png``, ``compare.md``, ``compare.csv``, the final images (``feedforward.png``,
+    ``optimized.png``, ``refined.png``) and TensorBoard logs."""
     from torch.utils.tensorboard import SummaryWriter
 
     out = Path(out_dir)
@@ -173,6 +210,9 @@ def write_outputs(
     last = max((r.steps for r in report.rows if r.mode == "optimization" and r.steps), default=None)
     if last is not None:
         save_image(tensor_to_image(report.images[f"optimized_{last}"]), paths["optimized.png"])
+    refined = max((r.steps for r in report.rows if r.mode == REFINED and r.steps), default=None)
+    if refined is not None:
+        save_image(tensor_to_image(report.images[f"refined_{refined}"]), paths["refined.png"])
 
     writer = SummaryWriter(log_dir=str(out / "tensorboard"))
     try:
@@ -181,11 +221,14 @@ def write_outputs(
         writer.add_text("compare/table", text, 0)
         ff = report.row("feed-forward")
         for row in report.rows:
-            if row.mode != "optimization":
+            # "refined": feed-forward + N steps, at step N (a tag cannot hold "+" or spaces)
+            tag = {"optimization": "optimization", REFINED: "refined"}.get(row.mode)
+            if tag is None:
                 continue
             for name in ("content", "style", "tv", "total", "seconds"):
-                writer.add_scalar(f"compare/optimization/{name}", getattr(row, name), row.steps)
-                writer.add_scalar(f"compare/feed-forward/{name}", getattr(ff, name), row.steps)
+                writer.add_scalar(f"compare/{tag}/{name}", getattr(row, name), row.steps)
+                if tag == "optimization":
+                    writer.add_scalar(f"compare/feed-forward/{name}", getattr(ff, name), row.steps)
     finally:
         writer.close()
     return {name: path for name, path in paths.items() if path.exists()}
