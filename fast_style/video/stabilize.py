@@ -25,14 +25,14 @@ __all__ = ["DEFAULT_STRENGTH", "DEFAULT_THRESHOLD", "STABILIZE_METHODS", "Tempor
 
 STABILIZE_METHODS = ("none", "blend", "denoise", "both")
 DEFAULT_STRENGTH = 0.8
-# A change of the 5 x 5 mean colour above 12/255 counts as motion; sensor noise averages far below.
+# A change of the 5 x 5 mean colour of 12/255 or more counts as motion; sensor noise averages far below.
 DEFAULT_THRESHOLD = 12 / 255
 _BLUR = 5
 
 
 def _to_float(pixels: np.ndarray) -> torch.Tensor:
     """``(H, W, 3)`` uint8 -> ``(3, H, W)`` float32 in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1).float().div_(255)
+    return torch.from_numpy(pixels.astype(np.float32)).permute(2, 0, 1).div_(255)
 
 
 def _to_uint8(image: torch.Tensor) -> np.ndarray:
@@ -67,8 +67,9 @@ class TemporalStabilizer:
     def still_mask(self, frame: torch.Tensor) -> torch.Tensor:
         """``(1, H, W)`` in [0, 1]: 1 where ``frame`` (``(3, H, W)`` in [0, 1]) matches the reference."""
         assert self._reference is not None
-        change = (frame - self._reference).abs_().mean(0, keepdim=True)
-        change = F.avg_pool2d(change[None], _BLUR, stride=1, padding=_BLUR // 2, count_include_pad=False)[0]
+        # Averaged before the absolute value, so zero-mean noise cancels and a moving edge does not.
+        change = F.avg_pool2d((frame - self._reference)[None], _BLUR, stride=1, padding=_BLUR // 2)[0]
+        change = change.abs_().mean(0, keepdim=True)
         return change.div_(-self.threshold).add_(1).clamp_(0, 1)
 
     @torch.inference_mode()
