@@ -202,10 +202,13 @@ class Refiner:
         loss.set_style_image(styles, [s.weight for s in chosen])
         return cls(loss.to(stylizer.device), steps, stylizer.device)
 
-    def check_size(self, height: int, width: int, available: int | None = None) -> None:
+    def check_size(
+        self, height: int, width: int, available: int | None = None, steps: int | None = None
+    ) -> None:
         """Refuse an image too small for the loss network, or whose optimization would not fit in memory.
 
-        ``available``: bytes free (default: ``available_memory`` of the device).
+        ``available``: bytes free (default: ``available_memory`` of the device); ``steps``: the refine
+        steps (default: ``self.steps``).
         """
         if min(height, width) < MIN_SIDE:
             raise FastStyleError(
@@ -215,7 +218,7 @@ class Refiner:
         if free is None:
             return
         budget = free * _USABLE_SHARE
-        need = refine_memory(height, width, self.steps)
+        need = refine_memory(height, width, steps or self.steps)
         if need <= budget:
             return
         per_pixel = (need - _FIXED_BYTES) / (height * width)
@@ -229,17 +232,25 @@ class Refiner:
         )
 
     def refine(
-        self, picture: torch.Tensor, content: torch.Tensor, *, progress: bool = False, description: str = ""
+        self,
+        picture: torch.Tensor,
+        content: torch.Tensor,
+        *,
+        steps: int | None = None,
+        progress: bool = False,
+        description: str = "",
     ) -> OptimizeResult:
-        """``steps`` L-BFGS steps from ``picture`` (the model's, ``(1, 3, H, W)`` in [0, 1]) for ``content``."""
+        """``steps`` (default: ``self.steps``) L-BFGS steps from ``picture`` (the model's, ``(1, 3, H, W)``
+        in [0, 1]) for ``content``."""
+        steps = steps or self.steps
         h, w = content.shape[-2:]
-        self.check_size(h, w)
+        self.check_size(h, w, steps=steps)
         content = content.to(self.device, torch.float32).clone()
         self.loss.set_content_image(content)
         return optimize_pixels(
             self.loss,
             picture.to(self.device, torch.float32).clone(),
-            self.steps,
+            steps,
             "lbfgs",
             progress=progress,
             description=description or "refine",
@@ -256,6 +267,7 @@ class Refiner:
         tile: int | None = None,
         style: int | str | None = None,
         mix: dict[str, float] | None = None,
+        steps: int | None = None,
         progress: bool = False,
         description: str = "",
     ) -> Image.Image:
@@ -272,11 +284,12 @@ class Refiner:
         if max_size is not None and max(img.size) > max_size:
             img = resize_long_side(img, max_size)
         pixels, alpha = rgb_array(img)
-        self.check_size(*pixels.shape[:2])  # before the network runs
+        height, width = pixels.shape[:2]
+        self.check_size(height, width, steps=steps)  # before the network runs
         picture = stylizer.stylize_array(pixels, tile=tile, style=style, mix=mix)
         content = to_tensor(pixels, self.device)
         result = self.refine(
-            to_tensor(picture, self.device), content, progress=progress, description=description
+            to_tensor(picture, self.device), content, steps=steps, progress=progress, description=description
         )
         if result.error is not None:
             raise RunFailed(f"refining stopped: {result.error}")

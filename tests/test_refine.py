@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -351,3 +352,67 @@ def test_refine_of_a_mix_targets_the_blend_of_the_mixed_styles(tmp_path, style_p
     assert not torch.allclose(wave, night)
     assert torch.allclose(gram(mix={"wave": 3.0, "night": 1.0}), 0.75 * wave + 0.25 * night, rtol=1e-5)
     assert torch.equal(gram(), wave)  # a multi-style model paints its first style by default
+
+
+# -- the web page ---------------------------------------------------------------------------------
+def web_client(models: Path, **options: object):
+    pytest.importorskip("starlette", reason="the web extra is not installed: pip install -e '.[web]'")
+    pytest.importorskip("python_multipart", reason="the web extra is not installed: pip install -e '.[web]'")
+    pytest.importorskip("httpx", reason="the dev extra is not installed: pip install -e '.[dev]'")
+    from starlette.testclient import TestClient
+
+    from fast_style.web.app import create_app
+
+    app = create_app([models], shipped=False, device="cpu", allowed_hosts=["testserver"], **options)
+    return TestClient(app)
+
+
+def post_photo(client, photo: Path, **fields: str):
+    files = {"image": ("photo.png", photo.read_bytes(), "image/png")}
+    return client.post("/api/stylize", files=files, data={"model": "tiny", **fields})
+
+
+def test_web_refine_is_offered_only_with_the_loss_networks_weights(tmp_path, photo_path, style_path):
+    vgg = vgg_features_file(tmp_path)
+    model_with_loss(tmp_path, style_path, weights="file", weights_sha256=file_sha256(vgg))
+    with web_client(tmp_path) as client:
+        info = client.get("/api/models").json()
+        assert info["refine"]["available"] is False and "--loss-weights" in info["refine"]["reason"]
+        refused = post_photo(client, photo_path, refine="3")
+        assert refused.status_code == 400 and "this server does not refine" in refused.json()["error"]
+    with web_client(tmp_path, loss_weights=str(vgg)) as client:
+        info = client.get("/api/models").json()
+        assert info["refine"] == {"available": True, "reason": None}
+        assert info["limits"]["max_refine_steps"] == 50 and info["limits"]["max_refine_side"] == 512
+        plain = post_photo(client, photo_path)
+        refined = post_photo(client, photo_path, refine="3")
+        assert plain.status_code == 200 and refined.status_code == 200, refined.text
+        assert plain.headers["x-refine-steps"] == "0" and refined.headers["x-refine-steps"] == "3"
+        pictures = [np.asarray(Image.open(io.BytesIO(r.content))) for r in (plain, refined)]
+        assert pictures[0].shape == pictures[1].shape == (40, 48, 3)
+        assert not np.array_equal(*pictures)
+        for bad in ("51", "-1", "two"):
+            answer = post_photo(client, photo_path, refine=bad)
+            assert answer.status_code == 400 and "refine must be a number of steps" in answer.json()["error"]
+
+
+def test_web_refine_too_large_is_a_413_naming_a_size_that_fits(tmp_path, photo_path, style_path, monkeypatch):
+    import fast_style.refine as refine
+
+    vgg = vgg_features_file(tmp_path)
+    model_with_loss(tmp_path, style_path, weights="file", weights_sha256=file_sha256(vgg))
+    monkeypatch.setattr(refine, "available_memory", lambda device: int(refine.refine_memory(20, 24, 3) / 0.8))
+    with web_client(tmp_path, loss_weights=str(vgg)) as client:
+        answer = post_photo(client, photo_path, refine="3")
+    assert answer.status_code == 413
+    assert "choose a longest side of at most 2" in answer.json()["error"]
+
+
+def test_serve_refuses_a_missing_loss_weights_file(tmp_path, style_path, capsys):
+    pytest.importorskip("starlette", reason="the web extra is not installed: pip install -e '.[web]'")
+    model_with_loss(tmp_path, style_path)
+    code = main(
+        ["serve", "--no-shipped", "--models", str(tmp_path), "--loss-weights", str(tmp_path / "no.pt")]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "loss-network weights file not found" in err[0], err

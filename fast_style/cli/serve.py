@@ -1,6 +1,7 @@
 """``fast-style serve``: a local web page (and HTTP API) to stylize photos with the available models.
 
-Needs the ``web`` extra: ``pip install -e ".[web]"``. Imports nothing from training or VGG.
+Needs the ``web`` extra: ``pip install -e ".[web]"``. Imports nothing from training, nor VGG unless
+``--loss-weights`` lets the page refine (feed-forward + N optimization steps).
 """
 
 from __future__ import annotations
@@ -71,6 +72,12 @@ def _parser() -> argparse.ArgumentParser:
         help="folders of .safetensors models to offer besides the shipped ones",
     )
     parser.add_argument("--no-shipped", action="store_true", help="offer only the models in --models")
+    parser.add_argument(
+        "--loss-weights",
+        metavar="PATH",
+        help="the loss network's weights (a file, or 'imagenet'): the page then offers Refine, N "
+        "optimization steps after the network on the loss each model was trained with",
+    )
     add_device_option(parser)
     parser.add_argument("--access-log", action="store_true", help="print one line per request")
     defaults = _deadline_defaults()
@@ -132,6 +139,7 @@ def _serve(args: argparse.Namespace) -> int:
             device=args.device,
             allowed_hosts=[*own, *extra],
             deadlines=deadlines,
+            loss_weights=args.loss_weights,
         )
     except FastStyleError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
@@ -151,6 +159,8 @@ def _serve(args: argparse.Namespace) -> int:
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     print(f"{PROG}: {len(state.catalog)} models ({', '.join(state.catalog.names())})")
+    if state.refine_unavailable is None:
+        print(f"{PROG}: Refine is on (loss-network weights {args.loss_weights})")
     names = ", ".join(dict.fromkeys([*own, *extra]))
     print(
         f"{PROG}: answers requests addressed to {names} or the address it is reached at; "

@@ -5,7 +5,9 @@ models and limits, ``GET /api/demo`` the demo photo, ``POST /api/stylize`` a sty
 error is JSON ``{"error": "one line"}`` with a 4xx status (5xx only for the server's own faults).
 One inference runs at a time, in a worker thread, so the event loop keeps answering; requests
 whose upload is complete wait for it in a queue of bounded length. An upload has ``Deadlines.body``
-seconds to arrive. Every request passes ``guard.Guard`` first (Host and Origin checks).
+seconds to arrive. Every request passes ``guard.Guard`` first (Host and Origin checks). A server
+started with the loss network's weights also refines (``refine=N`` steps of ``fast_style.refine``,
+which loads VGG; nothing else here does).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -46,6 +49,11 @@ from fast_style.web.limits import (
 )
 from fast_style.web.memory import release_freed_memory
 
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from fast_style.refine import Refiner
+
 __all__ = ["WebState", "create_app"]
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -57,14 +65,39 @@ class WebState:
     """What the routes share: the models, the limits, the inference thread and the queue length."""
 
     def __init__(
-        self, catalog: ModelCatalog, limits: Limits, skipped: list[str], deadlines: Deadlines | None = None
+        self,
+        catalog: ModelCatalog,
+        limits: Limits,
+        skipped: list[str],
+        deadlines: Deadlines | None = None,
+        loss_weights: str | None = None,
     ) -> None:
         self.catalog = catalog
         self.limits = limits
         self.deadlines = deadlines or Deadlines()
         self.skipped = skipped  # one line per model file that could not be offered
         self.pending = 0  # complete uploads between queueing and answer; changed only on the event loop
+        self.loss_weights = loss_weights  # the loss network's weights for refine; None: no refine
+        self._refiners: dict[str, Refiner] = {}
         self._executor: ThreadPoolExecutor | None = None
+
+    @property
+    def refine_unavailable(self) -> str | None:
+        """Why this server does not refine, or ``None`` when it does."""
+        if self.loss_weights is None:
+            return "it was started without the loss network's weights (fast-style serve --loss-weights PATH)"
+        return None
+
+    def refiner(self, name: str) -> Refiner:
+        """The refine step for a listed model, built on first use (on the inference thread)."""
+        refiner = self._refiners.get(name)
+        if refiner is None:
+            from fast_style.refine import Refiner
+
+            stylizer = self.catalog.stylizer(name)
+            refiner = Refiner.for_model(stylizer, self.catalog.path(name), 1, weights=self.loss_weights)
+            self._refiners[name] = refiner
+        return refiner
 
     def executor(self) -> ThreadPoolExecutor:
         """The single inference thread (created on first use); its queue is the request queue."""
@@ -90,20 +123,45 @@ def _stylize_now(state: WebState, req: StylizeRequest) -> tuple[bytes, dict[str,
     except FastStyleError as exc:
         raise ApiError(f"cannot load model {req.model!r}: {exc}", 500) from None
     start = time.perf_counter()
-    result = stylizer.stylize(
-        image, strength=req.strength, preserve_color=req.preserve_color, max_size=req.max_size
-    )
+    if req.refine:
+        result = _refine(state, req, image)
+    else:
+        result = stylizer.stylize(
+            image, strength=req.strength, preserve_color=req.preserve_color, max_size=req.max_size
+        )
     seconds = time.perf_counter() - start
     rate = state.catalog.record(req.model, seconds, result.width * result.height)
     del image
     buffer = io.BytesIO()
     result.save(buffer, format="PNG", compress_level=3)
     headers = {
+        "x-refine-steps": str(req.refine),
         "x-image-size": f"{result.width}x{result.height}",
         "x-stylize-seconds": f"{seconds:.3f}",
         "x-seconds-per-megapixel": f"{rate:.4f}",
     }
     return buffer.getvalue(), headers
+
+
+def _refine(state: WebState, req: StylizeRequest, image: Image.Image) -> Image.Image:
+    """The network's picture and ``req.refine`` L-BFGS steps, at most ``max_refine_side`` px."""
+    from fast_style.refine import TooLargeToRefine
+
+    try:
+        refiner = state.refiner(req.model)
+    except FastStyleError as exc:
+        raise ApiError(f"cannot refine with model {req.model!r}: {exc}", 400) from None
+    try:
+        return refiner.stylize(
+            state.catalog.stylizer(req.model),
+            image,
+            max_size=min(req.max_size, state.limits.max_refine_side),
+            strength=req.strength,
+            preserve_color=req.preserve_color,
+            steps=req.refine,
+        )
+    except TooLargeToRefine as exc:
+        raise ApiError(f"{exc}: choose a longest side of at most {exc.largest} px", 413) from None
 
 
 def _stylize_and_release(state: WebState, req: StylizeRequest) -> tuple[bytes, dict[str, str]]:
@@ -127,7 +185,7 @@ async def _read_upload(request: Request) -> StylizeRequest:
     if declared.isdigit() and int(declared) > body_limit:
         raise FormError(f"the upload is larger than the {limits.max_upload_mb} MB limit", status=413)
     form = await read_form(request.stream(), request.headers.get("content-type", ""), body_limit)
-    req = parse_request(form, state.catalog, limits)
+    req = parse_request(form, state.catalog, limits, state.refine_unavailable)
     probe_image(req, limits)  # refuse non-images and oversized images before they queue
     return req
 
@@ -172,6 +230,7 @@ async def _models(request: Request) -> Response:
         {
             "models": state.catalog.listing(),
             "limits": state.limits.public(),
+            "refine": {"available": state.refine_unavailable is None, "reason": state.refine_unavailable},
             "demo": "/api/demo" if demo_photo() else None,
             "version": __version__,
         },
@@ -208,14 +267,18 @@ def create_app(
     limits: Limits | None = None,
     allowed_hosts: Sequence[str] | None = None,
     deadlines: Deadlines | None = None,
+    loss_weights: str | None = None,
 ) -> Starlette:
     """The ASGI app serving the shipped models (when ``shipped`` and present) and those in ``model_dirs``.
 
     ``allowed_hosts`` are the names the ``Host`` header may carry besides the address a request
-    arrives at (``None``: ``machine_host_names()``); ``deadlines.body`` bounds each upload. Raises
-    ``FastStyleError`` for a missing folder, an unknown device, or when no model is found.
+    arrives at (``None``: ``machine_host_names()``); ``deadlines.body`` bounds each upload. With
+    ``loss_weights`` (``imagenet`` or a path) the page also offers refine. Raises ``FastStyleError``
+    for a missing folder, an unknown device, or when no model is found.
     """
     resolve_device(device)
+    if loss_weights is not None and loss_weights != "imagenet" and not Path(loss_weights).is_file():
+        raise FastStyleError(f"loss-network weights file not found: {loss_weights}")
     shipped_dir = shipped_models_dir() if shipped else None
     folders = [*([shipped_dir] if shipped_dir else []), *map(Path, model_dirs)]
     entries, skipped = find_models(folders)
@@ -223,7 +286,9 @@ def create_app(
         where = ", ".join(str(f) for f in folders) or "no folder (pass --models DIR)"
         raise FastStyleError(f"no .safetensors models found in {where}")
     limits = limits or Limits()
-    state = WebState(ModelCatalog(entries, device, limits.max_whole_pixels), limits, skipped, deadlines)
+    state = WebState(
+        ModelCatalog(entries, device, limits.max_whole_pixels), limits, skipped, deadlines, loss_weights
+    )
     hosts = machine_host_names() if allowed_hosts is None else list(allowed_hosts)
 
     @contextlib.asynccontextmanager

@@ -112,6 +112,10 @@ class ModelCatalog:
         """Model names in listing order."""
         return list(self._entries)
 
+    def path(self, name: str) -> Path:
+        """The file of a listed model (never shown to clients)."""
+        return self._entries[name].path
+
     def listing(self) -> list[dict[str, object]]:
         """What ``GET /api/models`` shows for each model, with its current speed estimate."""
         with self._lock:

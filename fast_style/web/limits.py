@@ -40,6 +40,9 @@ class Limits:
     # Larger results run in tiles: a whole 2048 x 2048 image peaks near 3 GB on CPU, tiles near 1.5 GB
     # (benchmarks/serve_memory.py).
     max_whole_pixels: int = 1536 * 1024
+    # Refine (feed-forward + N L-BFGS steps) costs seconds a step at 512 px on a CPU: both are capped.
+    max_refine_steps: int = 50
+    max_refine_side: int = 512
 
     @property
     def max_upload_mb(self) -> int:
@@ -78,6 +81,7 @@ class StylizeRequest:
     strength: float
     preserve_color: bool
     max_size: int
+    refine: int = 0  # L-BFGS steps after the network; 0: none
 
 
 def _printable(text: str, limit: int = 60) -> str:
@@ -118,8 +122,29 @@ def _max_size(raw: str | None, limits: Limits) -> int:
     return min(value, limits.max_side)
 
 
-def parse_request(form: Form, catalog: ModelCatalog, limits: Limits) -> StylizeRequest:
-    """Check a stylize form: a listed model name, an image within the upload limit, valid settings."""
+def _refine(raw: str | None, limits: Limits, unavailable: str | None) -> int:
+    if raw is None or raw == "" or raw == "0":
+        return 0
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= limits.max_refine_steps:
+        raise ApiError(
+            f"refine must be a number of steps within 0-{limits.max_refine_steps}, got {_printable(raw)!r}"
+        )
+    if value and unavailable:
+        raise ApiError(f"this server does not refine: {unavailable}")
+    return value
+
+
+def parse_request(
+    form: Form, catalog: ModelCatalog, limits: Limits, refine_unavailable: str | None = None
+) -> StylizeRequest:
+    """Check a stylize form: a listed model name, an image within the upload limit, valid settings.
+
+    ``refine_unavailable``: why this server cannot refine (a request for it is refused), else ``None``.
+    """
     model = form.text("model")
     if not model:
         raise ApiError("the form has no 'model' field; GET /api/models lists the model names")
@@ -140,6 +165,7 @@ def parse_request(form: Form, catalog: ModelCatalog, limits: Limits) -> StylizeR
         strength=_strength(form.text("strength")),
         preserve_color=_flag(form.text("preserve_color")),
         max_size=_max_size(form.text("max_size"), limits),
+        refine=_refine(form.text("refine"), limits, refine_unavailable),
     )
 
 

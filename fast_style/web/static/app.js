@@ -37,9 +37,15 @@ function selectedModel() {
   return checked ? checked.value : null;
 }
 
+// Refine steps asked for: 0 unless the server refines and the box is ticked.
+function refineSteps() {
+  return !$("refine-group").hidden && $("refine").checked ? Number($("refine-steps").value) : 0;
+}
+
 // The result's size: the photo scaled down so its longer side is at most the chosen size.
 function outputSize() {
-  const side = Number($("size").value);
+  let side = Number($("size").value);
+  if (refineSteps() && state.limits) side = Math.min(side, state.limits.max_refine_side);
   const long = Math.max(state.width, state.height);
   if (!long) return null;
   const scale = Math.min(1, side / long);
@@ -82,6 +88,10 @@ async function loadModels() {
   $("limits").textContent =
     `${kinds}; up to ${megabytes(limits.max_upload_bytes)} and ` +
     `${limits.max_pixels / 1e6} megapixels. Results are at most ${limits.max_side} px on the longer side.`;
+  // Refine is offered only by a server started with the loss network's weights (info.refine.reason says why not).
+  $("refine-group").hidden = !(info.refine && info.refine.available);
+  $("refine-steps").max = limits.max_refine_steps;
+  $("refine-side").textContent = limits.max_refine_side;
   $("demo").hidden = !info.demo;
   $("demo").dataset.url = info.demo || "";
 }
@@ -122,8 +132,10 @@ function startProgress(model) {
   const started = performance.now();
   const size = outputSize();
   const rate = state.rates[model];
-  const estimate = size && rate ? (rate * size[0] * size[1]) / 1e6 : null;
-  const what = size ? `${size[0]}×${size[1]} px` : "the photo";
+  const steps = refineSteps();
+  // No estimate for refine yet: its steps cost far more than the network.
+  const estimate = size && rate && !steps ? (rate * size[0] * size[1]) / 1e6 : null;
+  const what = (size ? `${size[0]}×${size[1]} px` : "the photo") + (steps ? ` + ${steps} refine steps` : "");
   const tick = () => {
     const elapsed = (performance.now() - started) / 1000;
     if (estimate) {
@@ -156,6 +168,7 @@ async function run() {
   form.append("strength", String(Number($("strength").value) / 100));
   form.append("preserve_color", $("preserve").checked ? "true" : "false");
   form.append("max_size", $("size").value);
+  if (refineSteps()) form.append("refine", String(refineSteps()));
   startProgress(model);
   $("run").disabled = true;
   $("compare").classList.add("stale");
@@ -234,7 +247,9 @@ function init() {
   });
   $("strength").addEventListener("input", () => { $("strength-value").textContent = `${$("strength").value}%`; });
   $("size").addEventListener("input", () => { $("size-value").textContent = `${$("size").value} px`; });
-  ["strength", "size", "preserve"].forEach((id) => $(id).addEventListener("change", () => run()));
+  $("refine-steps").addEventListener("input", () => { $("refine-steps-value").textContent = $("refine-steps").value; });
+  ["strength", "size", "preserve", "refine"].forEach((id) => $(id).addEventListener("change", () => run()));
+  $("refine-steps").addEventListener("change", () => { if ($("refine").checked) run(); });
   $("run").addEventListener("click", () => run());
   $("split").addEventListener("input", () => setSplit($("split").value));
   setSplit($("split").value);
