@@ -151,6 +151,8 @@ def test_cli_optimize_init_model_reports_settings_given_that_differ(tmp_path, ph
         (["init=model"], "init=model starts from a model's picture: pass model_file=PATH"),
         (["model_file={model}"], "is for init=model; pass init=model too"),
         (["init=model", "model_file={model}", "model_style=wave"], "this model paints one style"),
+        (["init=model", "model_file={model}", "model_mix=5"], "model_mix must map style names to weights"),
+        (["init=model", "model_file={model}", "model_mix={{a:x}}"], "model_mix weights must be numbers"),
         (["init=model", "model_file={tmp}/missing.safetensors"], "not found"),
     ],
 )
@@ -320,28 +322,36 @@ def test_refiner_targets_the_models_style_and_finds_old_records_by_name(tmp_path
         find_style_image({}, model)
 
 
-def test_refine_of_a_mix_targets_the_blend_of_the_mixed_styles(tmp_path, style_path):
+def multi_model(folder: Path, style: Path) -> tuple[Path, Path, Path]:
+    """A two-style model ("wave" on ``style``, "night" on another picture) with a recorded loss; the
+    model, the other picture and the loss-network weights file."""
     from safetensors.torch import save_file
 
     from fast_style.export import model_metadata
     from fast_style.model_file import new_record
-    from fast_style.refine import Refiner
     from tests.test_multistyle import _multi_net
 
-    other = tmp_path / "other.png"
+    other = folder / "other.png"
     random_image((48, 48), 9).save(other)
     styles = [
         {"name": name, "style_image": path.name, "style_sha256": file_sha256(path), "style_size": 32}
-        for name, path in (("wave", style_path), ("night", other))
+        for name, path in (("wave", style), ("night", other))
     ]
-    vgg = vgg_features_file(tmp_path)
+    vgg = vgg_features_file(folder)
     loss = {"network": "vgg16_bn", "weights": "file", "style_layers": ["relu1_2"], "styles": styles}
     net = _multi_net(2)
     record = new_record("johnson", net.config(), multiple=4, styles=["wave", "night"], loss=loss)
-    model = tmp_path / "multi.safetensors"
+    model = folder / "multi.safetensors"
     save_file(
         {k: v.contiguous() for k, v in net.state_dict().items()}, str(model), model_metadata(net, record)
     )
+    return model, other, vgg
+
+
+def test_refine_of_a_mix_targets_the_blend_of_the_mixed_styles(tmp_path, style_path):
+    from fast_style.refine import Refiner
+
+    model, _, vgg = multi_model(tmp_path, style_path)
     stylizer = Stylizer.from_file(model, backend="torch")
 
     def gram(**choice: object) -> torch.Tensor:
@@ -352,6 +362,30 @@ def test_refine_of_a_mix_targets_the_blend_of_the_mixed_styles(tmp_path, style_p
     assert not torch.allclose(wave, night)
     assert torch.allclose(gram(mix={"wave": 3.0, "night": 1.0}), 0.75 * wave + 0.25 * night, rtol=1e-5)
     assert torch.equal(gram(), wave)  # a multi-style model paints its first style by default
+
+
+def test_cli_optimize_init_model_paints_the_chosen_style_of_a_multi_style_model(
+    tmp_path, photo_path, style_path, capsys
+):
+    model, night, vgg = multi_model(tmp_path, style_path)
+    out = tmp_path / "start.png"
+    code = run_optimize(
+        tmp_path,
+        f"content_image={photo_path}",
+        f"style_image={night}",
+        f"output={out}",
+        "init=model",
+        f"model_file={model}",
+        "model_style=night",
+        f"loss.weights={vgg}",
+        "image_size=48",
+        "steps=0",
+    )
+    assert code == 0
+    content = load_image_tensor(photo_path, 48)
+    expected = Stylizer.from_file(model, backend="torch").stylize_tensor(content, style="night")
+    assert (image_to_tensor(Image.open(out)) - expected).abs().max().item() <= 0.5 / 255 + 1e-6
+    assert "trained with another loss" not in capsys.readouterr().out  # night's picture and size
 
 
 # -- the web page ---------------------------------------------------------------------------------

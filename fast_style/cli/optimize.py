@@ -84,7 +84,7 @@ def optimize(cfg: DictConfig) -> Path:
     painted: list[str | None] = []
     if model is not None:
         style = cfg.get("model_style")
-        mix = {str(k): float(v) for k, v in cfg.model_mix.items()} if cfg.get("model_mix") else None
+        mix = _model_mix(cfg.get("model_mix"))
         weights = model.style_weights(style, mix)  # an unknown style fails here, before any work
         if weights is None:
             painted = [None]
@@ -172,6 +172,19 @@ def optimize(cfg: DictConfig) -> Path:
     )
     log.info("wrote %s", output)
     return output
+
+
+def _model_mix(value: Any) -> dict[str, float] | None:
+    """``model_mix`` as ``{style name: weight}``; ``None`` when not given."""
+    if value is None:
+        return None
+    example = "e.g. 'model_mix={wave:0.7,night:0.3}'"
+    if not isinstance(value, DictConfig):
+        raise FastStyleError(f"model_mix must map style names to weights, {example}; got {value}")
+    try:
+        return {str(k): float(v) for k, v in value.items()}
+    except (TypeError, ValueError):
+        raise FastStyleError(f"model_mix weights must be numbers, {example}; got {value}") from None
 
 
 def _start_model(cfg: DictConfig, device: Any) -> Stylizer | None:
