@@ -336,6 +336,23 @@ def test_large_results_run_in_tiles(model_dir: Path) -> None:
     assert used["tiled in torch"] == 1  # the 120 x 90 image; the warm-up run and the 60 x 40 one ran whole
 
 
+def test_handing_memory_back_changes_no_pixel(model_dir: Path) -> None:
+    import numpy as np
+
+    from fast_style.inference import Stylizer
+
+    pixels = np.asarray(random_image((70, 50), 3))
+    for name in ("tiny_a", "tiny_b"):
+        keeping = Stylizer.from_file(model_dir / f"{name}.safetensors", backend="onnxruntime")
+        giving = Stylizer.from_file(
+            model_dir / f"{name}.safetensors", backend="onnxruntime", release_memory=True
+        )
+        for options in ({}, {"strength": 0.5, "preserve_color": True}):
+            assert np.array_equal(
+                keeping.stylize_array(pixels, **options), giving.stylize_array(pixels, **options)
+            )
+
+
 @pytest.mark.skipif(not release_freed_memory(), reason="no malloc_trim in this C library")
 def test_freed_heap_memory_goes_back_to_the_system() -> None:
     def rss() -> int:

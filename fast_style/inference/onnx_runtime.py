@@ -127,10 +127,19 @@ def run_session(
         if style is None:
             raise FastStyleError("this ONNX model paints several styles: give the style weights")
         feed[graph_inputs[1]] = np.ascontiguousarray(style.detach().cpu().float().numpy())
-    options = None
-    if shrink_arena:
-        import onnxruntime as ort
+    if not shrink_arena:
+        return torch.from_numpy(session.run(None, feed)[0]).to(images.device)
+    import onnxruntime as ort
 
-        options = ort.RunOptions()
-        options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
-    return torch.from_numpy(session.run(None, feed, options)[0]).to(images.device)
+    options = ort.RunOptions()
+    options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    # The result goes into a buffer of ours (the networks keep the input's shape): left in the
+    # arena, it would keep its region from being handed back.
+    result = np.empty(array.shape, dtype=np.float32)
+    binding = session.io_binding()
+    for key, value in feed.items():
+        binding.bind_cpu_input(key, value)
+    output = session.get_outputs()[0].name
+    binding.bind_output(output, "cpu", 0, np.float32, list(result.shape), result.ctypes.data)
+    session.run_with_iobinding(binding, options)
+    return torch.from_numpy(result).to(images.device)
