@@ -137,42 +137,45 @@ def score_run(
             )
             model_file = export_safetensors(ckpt_path, Path(tmp) / f"{step}.safetensors")
             stylizer = Stylizer.from_file(model_file, device="cpu", backend="torch")
-            recorded = fixed_loss or recorded_loss(read_metadata(model_file))
-            loss, style, cache_key = yardstick.loss_for(recorded)
-            for size in sizes:
-                rows = []
-                for photo in yardstick.photos:
-                    content = load_image_tensor(photo, size)
-                    loss.set_content_image(content)
-                    curve = lbfgs_curve(
-                        loss,
-                        content,
-                        style,
-                        "noise",
-                        args.max_steps,
-                        cache=args.cache,
-                        cache_key={**cache_key, "photo": file_sha256(photo)},
-                        progress=progress,
-                        description=f"{photo.stem} {size}px L-BFGS from noise",
+            # a multi-style run: each style scored against its own style image, as run:style
+            for style in stylizer.styles or [None]:
+                recorded = fixed_loss or recorded_loss(read_metadata(model_file), style)
+                loss, style_image, cache_key = yardstick.loss_for(recorded)
+                name = run_dir.name if style is None else f"{run_dir.name}:{style}"
+                for size in sizes:
+                    rows = []
+                    for photo in yardstick.photos:
+                        content = load_image_tensor(photo, size)
+                        loss.set_content_image(content)
+                        curve = lbfgs_curve(
+                            loss,
+                            content,
+                            style_image,
+                            "noise",
+                            args.max_steps,
+                            cache=args.cache,
+                            cache_key={**cache_key, "photo": file_sha256(photo)},
+                            progress=progress,
+                            description=f"{photo.stem} {size}px L-BFGS from noise",
+                        )
+                        out = stylizer.stylize_tensor(content, style=style)
+                        terms = evaluate_image(loss, out[..., : content.shape[-2], : content.shape[-1]])
+                        rows.append((terms, steps_worth(curve.totals, terms["total"]), curve.steps))
+                    worth = [w for _, w, _ in rows]
+                    points.append(
+                        Point(
+                            run=name,
+                            step=step,
+                            cpu_minutes=spent["cpu_seconds"] / 60 if "cpu_seconds" in spent else None,
+                            wall_minutes=spent["wall_seconds"] / 60 if "wall_seconds" in spent else None,
+                            size=size,
+                            total=statistics.fmean(t["total"] for t, _, _ in rows),
+                            content=statistics.fmean(t["content"] for t, _, _ in rows),
+                            style=statistics.fmean(t["style"] for t, _, _ in rows),
+                            steps_worth=statistics.fmean(float(n) if w is None else w for _, w, n in rows),
+                            capped=any(w is None for w in worth),
+                        )
                     )
-                    out = stylizer.stylize_tensor(content)[..., : content.shape[-2], : content.shape[-1]]
-                    terms = evaluate_image(loss, out)
-                    rows.append((terms, steps_worth(curve.totals, terms["total"]), curve.steps))
-                worth = [w for _, w, _ in rows]
-                points.append(
-                    Point(
-                        run=run_dir.name,
-                        step=step,
-                        cpu_minutes=spent["cpu_seconds"] / 60 if "cpu_seconds" in spent else None,
-                        wall_minutes=spent["wall_seconds"] / 60 if "wall_seconds" in spent else None,
-                        size=size,
-                        total=statistics.fmean(t["total"] for t, _, _ in rows),
-                        content=statistics.fmean(t["content"] for t, _, _ in rows),
-                        style=statistics.fmean(t["style"] for t, _, _ in rows),
-                        steps_worth=statistics.fmean(float(n) if w is None else w for _, w, n in rows),
-                        capped=any(w is None for w in worth),
-                    )
-                )
     return points
 
 

@@ -117,7 +117,19 @@ def _photos(folder: Path) -> list[Path]:
     return files
 
 
-def _time_model(stylizer: Stylizer, content: torch.Tensor, repeats: int = 3) -> tuple[torch.Tensor, float]:
+class OneStyle:
+    """One style of a multi-style model, scored as a model of its own."""
+
+    def __init__(self, stylizer: Stylizer, style: str) -> None:
+        self.stylizer, self.style = stylizer, style
+
+    def stylize_tensor(self, images: torch.Tensor) -> torch.Tensor:
+        return self.stylizer.stylize_tensor(images, style=self.style)
+
+
+def _time_model(
+    stylizer: Stylizer | OneStyle, content: torch.Tensor, repeats: int = 3
+) -> tuple[torch.Tensor, float]:
     out = stylizer.stylize_tensor(content)  # warm-up (and onnxruntime session build)
     times = []
     for _ in range(repeats):
@@ -128,7 +140,7 @@ def _time_model(stylizer: Stylizer, content: torch.Tensor, repeats: int = 3) -> 
 
 
 def score_group(
-    models: list[tuple[str, Stylizer]],
+    models: list[tuple[str, Stylizer | OneStyle]],
     loss_args: dict,
     style_path: Path,
     style_size: int,
@@ -403,21 +415,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         photos = _photos(args.content)
-        groups: dict[str, tuple[dict, Path, int, list[tuple[str, Stylizer]]]] = {}
+        groups: dict[str, tuple[dict, Path, int, list[tuple[str, Stylizer | OneStyle]]]] = {}
         for path in args.models:
             stylizer = Stylizer.from_file(path, device="cpu", backend=args.backend)
-            recorded = recorded_loss(stylizer.metadata)
-            loss_args = loss_arguments(recorded, args.weights)
-            if not recorded.get("style_image") or not recorded.get("style_size"):
-                raise FastStyleError(f"{path} records no style image and size; it predates loss metadata")
-            style_path = args.styles / recorded["style_image"]
-            if not style_path.is_file():
-                raise FastStyleError(
-                    f"{path} was trained on {recorded['style_image']}, not found in {args.styles}"
-                )
-            key = json.dumps([loss_args, recorded["style_image"], recorded["style_size"]], sort_keys=True)
-            group = groups.setdefault(key, (loss_args, style_path, int(recorded["style_size"]), []))
-            group[3].append((path.stem, stylizer))
+            # a multi-style file: each style against its own style image, named model:style
+            entries: list[tuple[str, str | None]] = [(f"{path.stem}:{n}", n) for n in stylizer.styles]
+            for name, style in entries or [(path.stem, None)]:
+                recorded = recorded_loss(stylizer.metadata, style)
+                loss_args = loss_arguments(recorded, args.weights)
+                if not recorded.get("style_image") or not recorded.get("style_size"):
+                    raise FastStyleError(f"{path} records no style image and size; it predates loss metadata")
+                style_path = args.styles / recorded["style_image"]
+                if not style_path.is_file():
+                    raise FastStyleError(
+                        f"{path} was trained on {recorded['style_image']}, not found in {args.styles}"
+                    )
+                key = json.dumps([loss_args, recorded["style_image"], recorded["style_size"]], sort_keys=True)
+                group = groups.setdefault(key, (loss_args, style_path, int(recorded["style_size"]), []))
+                group[3].append((name, stylizer if style is None else OneStyle(stylizer, style)))
     except FastStyleError as exc:
         print(f"quality.py: error: {exc}", file=sys.stderr)
         return 2

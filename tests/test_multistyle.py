@@ -164,3 +164,18 @@ def test_multi_style_files_record_distinct_style_names(tmp_path: Path) -> None:
             bad["styles"] = styles
         with pytest.raises(FastStyleError, match="corrupt metadata"):
             decode(encode(bad, "test"), "x")
+
+
+def test_the_recorded_loss_of_each_style_names_its_own_image() -> None:
+    from fast_style.trained_loss import recorded_loss
+
+    styles = [
+        {"name": "wave", "style_image": "wave.jpg", "style_size": 256, "style_sha256": "aa"},
+        {"name": "night", "style_image": "night.png", "style_size": 300, "style_sha256": "bb"},
+    ]
+    meta = {"styles": ["wave", "night"], "training": {"loss": {"network": "vgg16_bn", "styles": styles}}}
+    night = recorded_loss(meta, "night")
+    assert (night["style_image"], night["style_size"], night["style_sha256"]) == ("night.png", 300, "bb")
+    assert recorded_loss(meta)["style_image"] == "wave.jpg" and "styles" not in recorded_loss(meta)
+    with pytest.raises(FastStyleError, match="no style 'dusk'"):
+        recorded_loss(meta, "dusk")
