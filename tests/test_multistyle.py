@@ -179,3 +179,60 @@ def test_the_recorded_loss_of_each_style_names_its_own_image() -> None:
     assert recorded_loss(meta)["style_image"] == "wave.jpg" and "styles" not in recorded_loss(meta)
     with pytest.raises(FastStyleError, match="no style 'dusk'"):
         recorded_loss(meta, "dusk")
+
+
+def test_the_web_api_lists_picks_and_mixes_styles(
+    multi_model: Path, tiny_model: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("starlette")
+    pytest.importorskip("uvicorn")
+    pytest.importorskip("python_multipart")
+    httpx = pytest.importorskip("httpx")
+    import io
+    import shutil
+
+    from fast_style.web.app import create_app
+    from fast_style.web.server import BackgroundServer
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    shutil.copy(multi_model, folder / "multi.safetensors")
+    shutil.copy(tiny_model, folder / "single.safetensors")
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(2).integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(
+        buffer, "PNG"
+    )
+    photo = buffer.getvalue()
+    app = create_app([folder], shipped=False, device="cpu", allowed_hosts=["127.0.0.1", "localhost"])
+    with BackgroundServer(app) as running:
+        listing = {m["name"]: m["styles"] for m in httpx.get(f"{running.url}/api/models").json()["models"]}
+        assert listing == {"multi": STYLES, "single": []}
+
+        def post(model: str, **fields: str) -> httpx.Response:
+            return httpx.post(
+                f"{running.url}/api/stylize",
+                files={"image": ("p.png", photo, "image/png")},
+                data={"model": model, **fields},
+                timeout=60,
+            )
+
+        pictures = {}
+        for key, fields in {
+            "night": {"style": "night"},
+            "cubes": {"style": "cubes"},
+            "half": {"mix": "night=0.5,cubes=0.5"},
+        }.items():
+            response = post("multi", **fields)
+            assert response.status_code == 200, response.text
+            pictures[key] = np.asarray(Image.open(io.BytesIO(response.content)), dtype=np.float64)
+        assert np.abs(pictures["night"] - pictures["cubes"]).mean() > 5
+        assert np.abs(pictures["half"] - pictures["night"]).mean() > 1
+        assert np.abs(pictures["half"] - pictures["cubes"]).mean() > 1
+
+        for model, fields, needle in [
+            ("multi", {"style": "dusk"}, "unknown style 'dusk'"),
+            ("multi", {"mix": "night"}, "mix takes NAME=WEIGHT pairs"),
+            ("single", {"style": "night"}, "paints one style"),
+        ]:
+            response = post(model, **fields)
+            assert response.status_code == 400 and needle in response.json()["error"]

@@ -185,20 +185,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def parse_mix(text: str) -> dict[str, float]:
-    """``a=0.7,b=0.3`` -> ``{"a": 0.7, "b": 0.3}``; a one-line error for anything else."""
-    mix: dict[str, float] = {}
-    for part in text.split(","):
-        name, sep, value = part.partition("=")
-        try:
-            weight = float(value)
-        except ValueError:
-            weight = float("nan")
-        if not sep or not name.strip() or not weight >= 0 or weight == float("inf"):
-            raise FastStyleError(
-                f"--mix takes NAME=WEIGHT pairs with weights >= 0, e.g. a=0.5,b=0.5; got {part!r}"
-            )
-        mix[name.strip()] = mix.get(name.strip(), 0.0) + weight
-    return mix
+    """``--mix a=0.7,b=0.3`` as a dict (``fast_style.inference.parse_mix``; imported when used, so
+    ``--help`` stays quick)."""
+    from fast_style.inference.stylizer import parse_mix as parse
+
+    return parse(text)
 
 
 def _list_styles(path: str) -> int:

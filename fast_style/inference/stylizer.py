@@ -117,41 +117,8 @@ class Stylizer:
         """``(1, S)`` weights for one style (a name or an index) or a ``mix`` of named styles; ``None``
         for a single-style model. A multi-style model without either paints its first style.
         """
-        names = self.styles
-        if not names:
-            if style is not None or mix:
-                raise FastStyleError(
-                    "this model paints one style; --style and --mix need a multi-style model"
-                )
-            return None
-        if style is not None and mix:
-            raise FastStyleError("give either a style or a mix, not both")
-        weights = torch.zeros(len(names))
-        if mix:
-            unknown = [name for name in mix if name not in names]
-            if unknown:
-                raise FastStyleError(f"unknown style {unknown[0]!r}; the model's styles: {', '.join(names)}")
-            for name, weight in mix.items():
-                if not float(weight) >= 0:  # also refuses NaN
-                    raise FastStyleError(f"mix weights must be non-negative numbers, got {name}={weight}")
-                weights[names.index(name)] += float(weight)
-            if float(weights.sum()) <= 0:
-                raise FastStyleError("mix weights must not all be 0")
-            weights /= weights.sum()
-        else:
-            weights[self._style_index(style if style is not None else 0)] = 1.0
-        return weights[None].to(self.device)
-
-    def _style_index(self, style: int | str) -> int:
-        names = self.styles
-        if isinstance(style, str) and style in names:
-            return names.index(style)
-        if isinstance(style, int) or (isinstance(style, str) and style.isdigit()):
-            index = int(style)
-            if 0 <= index < len(names):
-                return index
-            raise FastStyleError(f"style index {index} is not within 0..{len(names) - 1}")
-        raise FastStyleError(f"unknown style {style!r}; the model's styles: {', '.join(names)}")
+        weights = style_weights_for(self.styles, style, mix)
+        return None if weights is None else weights[None].to(self.device)
 
     @property
     def supports_tiling(self) -> bool:
@@ -291,3 +258,59 @@ class Stylizer:
         if alpha is not None:
             out.putalpha(alpha)
         return out
+
+
+def style_weights_for(
+    names: list[str], style: int | str | None = None, mix: dict[str, float] | None = None
+) -> torch.Tensor | None:
+    """``(S,)`` weights of a model with the styles ``names`` for ``style`` (name or index) or ``mix``.
+
+    ``None`` for a single-style model (``names`` empty); a one-line ``FastStyleError`` for a choice the
+    model cannot paint.
+    """
+    if not names:
+        if style is not None or mix:
+            raise FastStyleError("this model paints one style; --style and --mix need a multi-style model")
+        return None
+    if style is not None and mix:
+        raise FastStyleError("give either a style or a mix, not both")
+    weights = torch.zeros(len(names))
+    if mix:
+        unknown = [name for name in mix if name not in names]
+        if unknown:
+            raise FastStyleError(f"unknown style {unknown[0]!r}; the model's styles: {', '.join(names)}")
+        for name, weight in mix.items():
+            if not float(weight) >= 0:  # also refuses NaN
+                raise FastStyleError(f"mix weights must be non-negative numbers, got {name}={weight}")
+            weights[names.index(name)] += float(weight)
+        if float(weights.sum()) <= 0:
+            raise FastStyleError("mix weights must not all be 0")
+        return weights / weights.sum()
+    chosen = style if style is not None else 0
+    if isinstance(chosen, str) and chosen in names:
+        weights[names.index(chosen)] = 1.0
+        return weights
+    if isinstance(chosen, int) or (isinstance(chosen, str) and chosen.isdigit()):
+        index = int(chosen)
+        if not 0 <= index < len(names):
+            raise FastStyleError(f"style index {index} is not within 0..{len(names) - 1}")
+        weights[index] = 1.0
+        return weights
+    raise FastStyleError(f"unknown style {chosen!r}; the model's styles: {', '.join(names)}")
+
+
+def parse_mix(text: str) -> dict[str, float]:
+    """``a=0.7,b=0.3`` -> ``{"a": 0.7, "b": 0.3}``; a one-line ``FastStyleError`` for anything else."""
+    mix: dict[str, float] = {}
+    for part in text.split(","):
+        name, sep, value = part.partition("=")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = float("nan")
+        if not sep or not name.strip() or not 0 <= weight < float("inf"):
+            raise FastStyleError(
+                f"--mix takes NAME=WEIGHT pairs with weights >= 0, e.g. a=0.5,b=0.5; got {part!r}"
+            )
+        mix[name.strip()] = mix.get(name.strip(), 0.0) + weight
+    return mix

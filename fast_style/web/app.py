@@ -127,7 +127,12 @@ def _stylize_now(state: WebState, req: StylizeRequest) -> tuple[bytes, dict[str,
         result = _refine(state, req, image)
     else:
         result = stylizer.stylize(
-            image, strength=req.strength, preserve_color=req.preserve_color, max_size=req.max_size
+            image,
+            strength=req.strength,
+            preserve_color=req.preserve_color,
+            max_size=req.max_size,
+            style=req.style,
+            mix=req.mix,
         )
     seconds = time.perf_counter() - start
     rate = state.catalog.record(req.model, seconds, result.width * result.height)
@@ -158,6 +163,8 @@ def _refine(state: WebState, req: StylizeRequest, image: Image.Image) -> Image.I
             max_size=min(req.max_size, state.limits.max_refine_side),
             strength=req.strength,
             preserve_color=req.preserve_color,
+            style=req.style,
+            mix=req.mix,
             steps=req.refine,
         )
     except TooLargeToRefine as exc:

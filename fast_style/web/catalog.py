@@ -45,10 +45,17 @@ class ModelEntry:
     arch: str
     style: str
     folder: str
+    styles: tuple[str, ...] = ()  # a multi-style model's styles, in order; () for one style
 
-    def public(self) -> dict[str, str]:
+    def public(self) -> dict[str, object]:
         """The fields ``GET /api/models`` shows (no paths)."""
-        return {"name": self.name, "arch": self.arch, "style": self.style, "folder": self.folder}
+        return {
+            "name": self.name,
+            "arch": self.arch,
+            "style": self.style,
+            "folder": self.folder,
+            "styles": list(self.styles),
+        }
 
 
 def find_models(folders: Sequence[str | os.PathLike[str]]) -> tuple[list[ModelEntry], list[str]]:
@@ -79,7 +86,12 @@ def find_models(folders: Sequence[str | os.PathLike[str]]) -> tuple[list[ModelEn
                     f"two models are named {name!r}: {entries[name].path} and {path}; rename one of them"
                 )
             entries[name] = ModelEntry(
-                name, path, str(meta["arch"]), str(meta.get("style_name", name)), folder.name
+                name,
+                path,
+                str(meta["arch"]),
+                str(meta.get("style_name", name)),
+                folder.name,
+                tuple(str(s) for s in meta.get("styles") or ()),
             )
     return list(entries.values()), warnings
 
@@ -115,6 +127,10 @@ class ModelCatalog:
     def path(self, name: str) -> Path:
         """The file of a listed model (never shown to clients)."""
         return self._entries[name].path
+
+    def styles(self, name: str) -> list[str]:
+        """A listed multi-style model's style names; ``[]`` for a single-style one."""
+        return list(self._entries[name].styles)
 
     def listing(self) -> list[dict[str, object]]:
         """What ``GET /api/models`` shows for each model, with its current speed estimate."""

@@ -6,9 +6,11 @@ import io
 import math
 import warnings
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
+from fast_style.errors import FastStyleError
 from fast_style.web.catalog import ModelCatalog
 from fast_style.web.form import Form
 
@@ -82,6 +84,8 @@ class StylizeRequest:
     preserve_color: bool
     max_size: int
     refine: int = 0  # L-BFGS steps after the network; 0: none
+    style: str | None = None  # a multi-style model's style (name or index); None: its first
+    mix: dict[str, float] | None = None  # or a blend of its styles
 
 
 def _printable(text: str, limit: int = 60) -> str:
@@ -120,6 +124,25 @@ def _max_size(raw: str | None, limits: Limits) -> int:
     if value < 16:
         raise ApiError(f"max_size must be at least 16, got {value}")
     return min(value, limits.max_side)
+
+
+def _style_choice(style: str | None, mix: str | None, styles: list[str]) -> dict[str, Any]:
+    """``style`` and ``mix`` of a stylize form, checked against the model's styles."""
+    from fast_style.inference.stylizer import parse_mix, style_weights_for
+
+    chosen_mix = None
+    try:
+        if mix:
+            chosen_mix = parse_mix(mix)
+        style_weights_for(styles, style or None, chosen_mix)
+    except FastStyleError as exc:
+        message = (
+            str(exc)
+            .replace("--style and --mix need", "style and mix need")
+            .replace("--mix takes", "mix takes")
+        )
+        raise ApiError(_printable(message, 200)) from None
+    return {"style": style or None, "mix": chosen_mix}
 
 
 def _refine(raw: str | None, limits: Limits, unavailable: str | None) -> int:
@@ -166,6 +189,7 @@ def parse_request(
         preserve_color=_flag(form.text("preserve_color")),
         max_size=_max_size(form.text("max_size"), limits),
         refine=_refine(form.text("refine"), limits, refine_unavailable),
+        **_style_choice(form.text("style"), form.text("mix"), catalog.styles(model)),
     )
 
 

@@ -10,6 +10,7 @@ const state = {
   height: 0,
   limits: null,
   rates: {},          // model name -> seconds per megapixel, from the server
+  styles: {},         // model name -> its style names (multi-style models only)
   controller: null,   // aborts the request in flight when a newer one starts
   resultUrl: null,
   beforeUrl: null,
@@ -35,6 +36,29 @@ function megabytes(bytes) {
 function selectedModel() {
   const checked = document.querySelector('input[name="model"]:checked');
   return checked ? checked.value : null;
+}
+
+// A multi-style model's choice: its style, or a blend of two of them ("a=0.3,b=0.7").
+function showStyles(model) {
+  const styles = state.styles[model] || [];
+  $("multi-group").hidden = styles.length < 2;
+  ["style-a", "style-b"].forEach((id, which) => {
+    const select = $(id);
+    select.textContent = "";
+    styles.forEach((name, index) => {
+      const option = document.createElement("option");
+      Object.assign(option, { value: name, textContent: name, selected: index === which });
+      select.append(option);
+    });
+  });
+}
+
+function styleChoice() {
+  if ($("multi-group").hidden) return {};
+  const a = $("style-a").value;
+  if (!$("mix").checked) return { style: a };
+  const w = Number($("mix-weight").value) / 100;
+  return { mix: `${a}=${(1 - w).toFixed(2)},${$("style-b").value}=${w.toFixed(2)}` };
 }
 
 // Refine steps asked for: 0 unless the server refines and the box is ticked.
@@ -67,11 +91,12 @@ async function loadModels() {
   styles.textContent = "";
   info.models.forEach((model, index) => {
     state.rates[model.name] = model.seconds_per_megapixel;
+    state.styles[model.name] = model.styles || [];
     const label = document.createElement("label");
     label.className = "style";
     const input = document.createElement("input");
     Object.assign(input, { type: "radio", name: "model", value: model.name, checked: index === 0 });
-    input.addEventListener("change", () => run());
+    input.addEventListener("change", () => { showStyles(model.name); run(); });
     const name = document.createElement("span");
     name.textContent = model.name;
     const meta = document.createElement("span");
@@ -80,6 +105,7 @@ async function loadModels() {
     label.append(input, name, meta);
     styles.append(label);
   });
+  if (info.models.length) showStyles(info.models[0].name);
   const limits = info.limits;
   $("size").max = limits.max_side;
   $("size").value = limits.default_side;
@@ -169,6 +195,7 @@ async function run() {
   form.append("preserve_color", $("preserve").checked ? "true" : "false");
   form.append("max_size", $("size").value);
   if (refineSteps()) form.append("refine", String(refineSteps()));
+  Object.entries(styleChoice()).forEach(([key, value]) => form.append(key, value));
   startProgress(model);
   $("run").disabled = true;
   $("compare").classList.add("stale");
@@ -250,6 +277,12 @@ function init() {
   $("refine-steps").addEventListener("input", () => { $("refine-steps-value").textContent = $("refine-steps").value; });
   ["strength", "size", "preserve", "refine"].forEach((id) => $(id).addEventListener("change", () => run()));
   $("refine-steps").addEventListener("change", () => { if ($("refine").checked) run(); });
+  $("mix-weight").addEventListener("input", () => { $("mix-value").textContent = `${$("mix-weight").value}%`; });
+  $("mix").addEventListener("change", () => {
+    $("style-b").disabled = $("mix-weight").disabled = !$("mix").checked;
+    run();
+  });
+  ["style-a", "style-b", "mix-weight"].forEach((id) => $(id).addEventListener("change", () => run()));
   $("run").addEventListener("click", () => run());
   $("split").addEventListener("input", () => setSplit($("split").value));
   setSplit($("split").value);
