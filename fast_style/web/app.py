@@ -58,6 +58,7 @@ __all__ = ["WebState", "create_app"]
 
 STATIC = Path(__file__).resolve().parent / "static"
 _FORM_OVERHEAD = 64 * 1024  # room for the boundaries and the small fields beside the image
+_QUIET_SECONDS = 1.0  # after the last stylize request, wait this long before handing memory back
 log = logging.getLogger("fast_style.web")
 
 
@@ -77,9 +78,24 @@ class WebState:
         self.deadlines = deadlines or Deadlines()
         self.skipped = skipped  # one line per model file that could not be offered
         self.pending = 0  # complete uploads between queueing and answer; changed only on the event loop
+        self.active = 0  # stylize requests being answered, uploads included; also only on the event loop
         self.loss_weights = loss_weights  # the loss network's weights for refine; None: no refine
         self._refiners: dict[str, Refiner] = {}
         self._executor: ThreadPoolExecutor | None = None
+        self._release: asyncio.TimerHandle | None = None
+
+    def request_finished(self) -> None:
+        """Count one stylize request out; once none has come for a moment, hand memory back."""
+        self.active -= 1
+        if self.active == 0:
+            if self._release is not None:
+                self._release.cancel()
+            self._release = asyncio.get_running_loop().call_later(_QUIET_SECONDS, self._release_if_quiet)
+
+    def _release_if_quiet(self) -> None:
+        self._release = None
+        if self.active == 0:
+            release_freed_memory(collect=True)
 
     @property
     def refine_unavailable(self) -> str | None:
@@ -199,6 +215,14 @@ async def _read_upload(request: Request) -> StylizeRequest:
 
 async def _stylize(request: Request) -> Response:
     state: WebState = request.app.state.web
+    state.active += 1
+    try:
+        return await _answer_stylize(request, state)
+    finally:
+        state.request_finished()
+
+
+async def _answer_stylize(request: Request, state: WebState) -> Response:
     arrived = time.perf_counter()
     seconds = state.deadlines.body
     try:

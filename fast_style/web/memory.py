@@ -2,12 +2,13 @@
 
 glibc keeps freed blocks smaller than its mmap threshold (up to 32 MiB) in its heaps, so after a
 large image a server would keep its peak size for good; ``malloc_trim`` returns those pages.
-Elsewhere (macOS, Windows, musl) this does nothing.
+Elsewhere (macOS, Windows, musl) only the garbage collection step does anything.
 """
 
 from __future__ import annotations
 
 import ctypes
+import gc
 import sys
 from collections.abc import Callable
 
@@ -31,8 +32,14 @@ def _find_malloc_trim() -> Callable[[int], int] | None:
 _MALLOC_TRIM = _find_malloc_trim()
 
 
-def release_freed_memory() -> bool:
-    """Return freed heap pages to the system; ``False`` where there is no ``malloc_trim``."""
+def release_freed_memory(collect: bool = False) -> bool:
+    """Return freed heap pages to the system; ``False`` where there is no ``malloc_trim``.
+
+    ``collect`` first frees what only reference cycles hold (a refused upload stays reachable
+    from its exception's traceback until the collector runs).
+    """
+    if collect:
+        gc.collect()
     if _MALLOC_TRIM is None:
         return False
     _MALLOC_TRIM(0)
