@@ -1,7 +1,7 @@
 """Video: how steady each stability option makes a model, and ``fast-style video``'s speed and memory.
 
     python -m benchmarks.video [--models checkpoints/starry_night_fast.safetensors checkpoints/starry_night.safetensors]
-        [--size 640x360] [--frames 24] [--speed-frames 120 30] [--long 600]
+        [--size 640x360] [--frames 24] [--speed-frames 120 30] [--long 600]   (--frames 0, --long 0 skip parts)
 
 Stability: clips made from the photos in ``--content`` with known motion (a pan of 3 px right and
 1 px down per frame, a zoom of 1.2% per frame, a still with sensor noise of sigma 4/255, and the
@@ -15,7 +15,8 @@ option changes in the picture), and the cost its milliseconds per frame, network
 
 Speed: frames/s end to end (decode, network, encode; H.264 + AAC in, H.264 + copied AAC out) of
 ``VideoJob`` (threads overlapping the three) against a sequential reference loop (the same PyAV
-calls and network, one after the other), and the network alone, at ``--size``.
+calls and network, one after the other), and the network alone, at ``--size``; with the CPU seconds
+each frame took (all threads), which depend less than frames/s on what else the machine runs.
 
 Memory: the resident size (VmRSS) of this process sampled after every frame of a ``--long``-frame
 clip through ``VideoJob``: flat means the same at frame 600 as at frame 100.
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import itertools
+import os
 import statistics
 import tempfile
 import time
@@ -284,42 +286,52 @@ def _rss_mib() -> float:
     return float("nan")
 
 
+def _timed(run: Callable[[], int]) -> tuple[int, float, float]:
+    """``run()``'s frame count, wall seconds and this process's CPU seconds (all threads)."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    frames = run()
+    return frames, time.perf_counter() - wall, time.process_time() - cpu
+
+
 def speed_rows(model: Path, stylizer: Stylizer, clip: Path, folder: Path, count: int) -> list[list[object]]:
-    """Frames/s of the sequential reference, ``VideoJob`` with and without stabilization, and the network."""
-    rows: list[list[object]] = []
-    start = time.perf_counter()
-    done = sequential_reference(clip, folder / "reference.mp4", stylizer)
-    reference = done / (time.perf_counter() - start)
-    rows.append(
-        [model.stem, "sequential decode -> network -> encode (reference)", done, f"{reference:.2f}", "1.00×"]
-    )
-    for label, stabilizer in [("", None), (" --stabilize both", TemporalStabilizer("both"))]:
-        job = VideoJob(clip, str(folder / "out.mp4"), overwrite=True)
-        result = job.run(frame_stylizer(stylizer, stabilizer))
-        rows.append(
-            [
-                model.stem,
-                f"fast-style video{label}",
-                result.frames,
-                f"{result.fps:.2f}",
-                f"{result.fps / reference:.2f}×",
-            ]
-        )
+    """Frames/s of the sequential reference, ``VideoJob`` with and without stabilization, and the network.
+
+    CPU seconds per frame (every thread of this process) do not depend on how busy the machine is as
+    much as frames/s do: on a shared CPU they are the steadier measure of the work a frame takes.
+    """
     with av.open(str(clip)) as container:
-        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)][:count]
-    start = time.perf_counter()
-    for frame in frames:
-        stylizer.stylize_array(frame)
-    network = len(frames) / (time.perf_counter() - start)
-    rows.append(
-        [
-            model.stem,
-            "network alone (frames decoded beforehand)",
-            len(frames),
-            f"{network:.2f}",
-            f"{network / reference:.2f}×",
-        ]
-    )
+        decoded = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)][:count]
+
+    def network() -> int:
+        for frame in decoded:
+            stylizer.stylize_array(frame)
+        return len(decoded)
+
+    def job(stabilizer: TemporalStabilizer | None) -> Callable[[], int]:
+        return lambda: (
+            VideoJob(clip, str(folder / "out.mp4"), overwrite=True)
+            .run(frame_stylizer(stylizer, stabilizer))
+            .frames
+        )
+
+    cases: list[tuple[str, Callable[[], int]]] = [
+        (
+            "sequential decode -> network -> encode (reference)",
+            lambda: sequential_reference(clip, folder / "ref.mp4", stylizer),
+        ),
+        ("fast-style video", job(None)),
+        ("fast-style video --stabilize both", job(TemporalStabilizer("both"))),
+        ("network alone (frames decoded beforehand)", network),
+    ]
+    rows: list[list[object]] = []
+    reference = 0.0
+    for name, run in cases:
+        frames, wall, cpu = _timed(run)
+        fps = frames / wall
+        reference = reference or fps
+        rows.append(
+            [model.stem, name, frames, f"{fps:.2f}", f"{fps / reference:.2f}×", f"{cpu / frames:.3f}"]
+        )
     return rows
 
 
@@ -358,7 +370,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--content", type=Path, default=CONTENT, help="folder of photos for the clips")
     parser.add_argument("--size", type=_size, default=(640, 360), help="frame size WxH (default 640x360)")
-    parser.add_argument("--frames", type=int, default=24, help="frames per stability clip")
+    parser.add_argument("--frames", type=int, default=24, help="frames per stability clip (0: skip)")
     parser.add_argument(
         "--speed-frames", type=int, nargs="+", default=[120, 30], help="frames of the speed clip, per model"
     )
@@ -369,12 +381,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     photos = sorted(p for p in args.content.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     stylizers = {model: Stylizer.from_file(model, device=args.device) for model in args.models}
     w, h = args.size
-    print(device_line())
-    print(
-        f"\n## Warping error (0-255, lower is steadier), {args.models[0].stem}, {w}x{h}, {args.frames} frames a clip\n"
-    )
-    clips = make_clips(photos, args.size, args.frames)
-    print(stability_table(stylizers[args.models[0]], clips))
+    print(f"{device_line()}; load average {os.getloadavg()[0]:.1f} at the start")
+    if args.frames:
+        title = f"Warping error (0-255, lower is steadier), {args.models[0].stem}, {w}x{h}, {args.frames} frames a clip"
+        print(f"\n## {title}\n")
+        print(stability_table(stylizers[args.models[0]], make_clips(photos, args.size, args.frames)))
 
     pan = make_clips(photos, args.size, 2)[0].frames[0]
     photo = Image.fromarray(pan)
@@ -391,7 +402,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         for model, count in zip(args.models, counts, strict=False):
             clip = write_clip(folder / f"speed_{count}.mp4", moving, count)
             rows += speed_rows(model, stylizers[model], clip, folder, count)
-        print(markdown_table(["model", "case", "frames", "frames/s", "vs reference"], rows))
+        print(markdown_table(["model", "case", "frames", "frames/s", "vs reference", "CPU s/frame"], rows))
         if args.long:
             model = args.models[0]
             clip = write_clip(folder / "long.mp4", moving, args.long)
@@ -406,7 +417,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "growth",
             ]
             print(markdown_table(header, memory_rows(model, stylizers[model], clip, folder, args.long)))
-    print(f"\nFrame rate of the clips: {Fraction(FPS)} fps; torch threads {torch.get_num_threads()}.")
+    print(
+        f"\nFrame rate of the clips: {Fraction(FPS)} fps; load average {os.getloadavg()[0]:.1f} at the end."
+    )
 
 
 if __name__ == "__main__":
