@@ -424,3 +424,29 @@ def test_video_benchmark_runs_on_tiny_settings(tiny_model, tmp_path, capsys):
     for row in ("| input (the floor) |", "| both 0.8 |", "| fast-style video |", "| network alone"):
         assert row in out
     assert "| tiny | 4 |" in out  # the memory table
+
+
+def test_video_imports_no_training_code(clip, tiny_model, tmp_path):
+    import subprocess
+
+    script = (
+        "import sys\n"
+        "from fast_style.cli.main import main\n"
+        f"code = main(['video', {str(clip)!r}, '-m', {str(tiny_model)!r}, '-o', {str(tmp_path / 'o.mp4')!r},"
+        " '--stabilize', 'both'])\n"
+        "assert code == 0, code\n"
+        "banned = ('pytorch_lightning', 'lightning', 'hydra', 'omegaconf', 'torchvision', 'tensorboard',\n"
+        "          'fast_style.training', 'fast_style.losses', 'fast_style.data', 'fast_style.refine')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in banned or m.startswith(banned)))\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        timeout=120,
+        env={**__import__("os").environ, "PYTHONPATH": str(root)},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
