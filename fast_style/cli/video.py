@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 from fast_style.cli.arguments import add_device_option, argparse_main
-from fast_style.cli.stylize import parse_mix
 from fast_style.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, FastStyleError
 from fast_style.video.stabilize import DEFAULT_STRENGTH, STABILIZE_METHODS, TemporalStabilizer
 
@@ -93,7 +92,10 @@ def _check_options(args: argparse.Namespace) -> TemporalStabilizer | None:
         raise FastStyleError(f"--stability must be within [0, 1), got {args.stability}")
     if args.fps is not None and not 0 < args.fps <= 1000:
         raise FastStyleError(f"--fps must be a positive number of frames per second, got {args.fps}")
-    args.mix = parse_mix(args.mix) if args.mix is not None else None
+    if args.mix is not None:
+        from fast_style.inference.stylizer import parse_mix  # imported here: --help starts without torch
+
+        args.mix = parse_mix(args.mix)
     return None if args.stabilize == "none" else TemporalStabilizer(args.stabilize, args.stability)
 
 
