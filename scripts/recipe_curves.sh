@@ -21,9 +21,11 @@ declare -A CANDIDATES=(
     [skip_crop256]="model.skip=true data.image_size=256"        # + 256 px crops
     # a one-cycle schedule needs the run's length: 1000 steps took about 25 minutes here
     [skip_crop192_onecycle]="model.skip=true data.image_size=192 scheduler=onecycle trainer.max_steps=1000"
+    [skip_crop192_b2]="model.skip=true data.image_size=192 data.batch_size=2"          # + batch 2
+    [skip_crop192_c33]="model.skip=true data.image_size=192 loss.content_layers=[relu3_3]"  # another loss
 )
 names=("$@")
-[ ${#names[@]} -eq 0 ] && names=(base skip skip_full skip_crop192 skip_crop256 skip_crop192_onecycle)
+[ ${#names[@]} -eq 0 ] && names=(base skip skip_full skip_crop192 skip_crop256 skip_crop192_onecycle skip_crop192_b2 skip_crop192_c33)
 mkdir -p "$RUNS"
 for name in "${names[@]}"; do
     [ -n "${CANDIDATES[$name]+set}" ] || { echo "unknown candidate $name" >&2; exit 2; }
@@ -44,4 +46,5 @@ runs=()
 for name in "${names[@]}"; do runs+=("$RUNS/$name"); done
 "$PYTHON" -m benchmarks.learning_curve "${runs[@]}" --content "$SHARED/data/content" \
     --styles "$SHARED/data/styles" --weights "$SHARED/weights/vgg16_bn_features_offline.pt" \
-    --max-steps 150 --out "$RUNS/learning_curve" --no-progress
+    --max-steps 150 --out "$RUNS/learning_curve" --no-progress \
+    --loss-of checkpoints/starry_night.safetensors  # one yardstick: the shipped files' loss
