@@ -47,8 +47,8 @@ def onnx_graph(net: TransformNetwork, opset: int = ONNX_OPSET, metadata: dict[st
     """``net`` as an ``onnx.ModelProto``: input ``image`` and output ``stylized``, dynamic batch and size.
 
     The graph expects ``H`` and ``W`` that are multiples of the network's ``multiple`` (4). A
-    multi-style network's graph has a second input ``style``, ``(B or 1, num_styles)`` style weights,
-    so a runtime can pick or mix the styles.
+    multi-style network's graph has a second input ``style``, ``(1, num_styles)`` style weights for
+    the whole batch, so a runtime can pick or mix the styles.
     """
     try:
         import onnx
@@ -65,7 +65,6 @@ def onnx_graph(net: TransformNetwork, opset: int = ONNX_OPSET, metadata: dict[st
     if styles > 1:
         inputs += (torch.full((1, styles), 1.0 / styles),)
         names.append("style")
-        dynamic["style"] = {0: "style_batch"}
     buffer = io.BytesIO()
     try:
         with warnings.catch_warnings(), torch.no_grad():

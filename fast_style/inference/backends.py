@@ -23,7 +23,7 @@ class Backend(Protocol):
     name: str
 
     def run(self, images: torch.Tensor, style: torch.Tensor | None = None) -> torch.Tensor:
-        """Stylize ``images``; ``style`` ``(B or 1, S)``: the style weights of a multi-style network."""
+        """Stylize ``images``; ``style`` ``(1, S)``: a multi-style network's style weights for the batch."""
         ...
 
 
