@@ -229,6 +229,7 @@ def test_command_on_every_address_keeps_the_host_check(model_dir: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "fast_style.cli.main", "serve", "--host", "0.0.0.0", "--port", "0"]
     command += ["--no-shipped", "--models", str(model_dir), "--allow-host", "styles.example"]
+    command += ["--whole-megapixels", "4.2"]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         assert proc.stdout is not None
@@ -242,6 +243,7 @@ def test_command_on_every_address_keeps_the_host_check(model_dir: Path) -> None:
         assert httpx.get(url, headers={"host": f"styles.example:{port}"}).status_code == 200
         assert httpx.get(url, headers={"host": f"localhost:{port}"}).status_code == 200
         assert httpx.get(url).status_code == 200  # addressed to 127.0.0.1, where it is reached
+        assert httpx.get(url).json()["limits"]["max_whole_pixels"] == 4_200_000
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
     finally:
@@ -251,11 +253,14 @@ def test_command_on_every_address_keeps_the_host_check(model_dir: Path) -> None:
     assert "anyone who can reach this machine" in (proc.stderr.read() if proc.stderr else "")
 
 
-def test_allow_host_must_be_a_host_name(capsys: pytest.CaptureFixture[str], model_dir: Path) -> None:
+def test_bad_serve_options_are_usage_errors(capsys: pytest.CaptureFixture[str], model_dir: Path) -> None:
     from fast_style.cli import serve as serve_cli
 
     assert serve_cli.main(["--no-shipped", "--models", str(model_dir), "--allow-host", "http://x/"]) == 2
     assert "--allow-host takes a host name" in capsys.readouterr().err
+    for option in ("--body-timeout", "--whole-megapixels"):
+        assert serve_cli.main([option, "0"]) == 2
+        assert "expected a positive number" in capsys.readouterr().err
 
 
 # -- 3. other sites' pages ----------------------------------------------------------------------------------

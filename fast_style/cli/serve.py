@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import math
 import sys
+from collections.abc import Callable
 
 from fast_style.cli.arguments import add_device_option, argparse_main
 from fast_style.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, FastStyleError
@@ -25,22 +26,27 @@ _DEADLINE_OPTIONS = {
 }
 
 
-def _deadline_defaults() -> dict[str, float]:
+def _web_defaults() -> dict[str, float]:
+    """The deadlines' and the whole-image limit's defaults, for the help; empty without the web extra."""
     try:
-        from fast_style.web.limits import Deadlines
+        from fast_style.web.limits import Deadlines, Limits
     except ImportError:  # the web extra is missing; _serve says so
         return {}
-    return {name: float(getattr(Deadlines(), name)) for name, _ in _DEADLINE_OPTIONS.values()}
+    defaults = {name: float(getattr(Deadlines(), name)) for name, _ in _DEADLINE_OPTIONS.values()}
+    return {**defaults, "whole_megapixels": Limits().max_whole_pixels / 1e6}
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
-    return value
+def _positive(unit: str) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and value > 0):
+            raise argparse.ArgumentTypeError(f"expected a positive number of {unit}, got {text!r}")
+        return value
+
+    return parse
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -80,17 +86,26 @@ def _parser() -> argparse.ArgumentParser:
     )
     add_device_option(parser)
     parser.add_argument("--access-log", action="store_true", help="print one line per request")
-    defaults = _deadline_defaults()
+    defaults = _web_defaults()
     for option, (name, what) in _DEADLINE_OPTIONS.items():
         default = f" (default: {defaults[name]:g})" if name in defaults else ""
         parser.add_argument(
             option,
             dest=f"{name}_timeout",
-            type=_seconds,
+            type=_positive("seconds"),
             default=None,
             metavar="S",
             help=f"{what}{default}",
         )
+    default = f" (default: {defaults['whole_megapixels']:.2f})" if defaults else ""
+    parser.add_argument(
+        "--whole-megapixels",
+        type=_positive("megapixels"),
+        metavar="MP",
+        help="on the CPU, results up to this size run in one piece and larger ones in tiles, which "
+        "are 2-4x slower but keep the server within about 1.5 GB; raise it where memory allows "
+        f"(4.2 runs 2048 x 2048 whole, at about 3 GB){default}",
+    )
     return parser
 
 
@@ -102,7 +117,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         from fast_style.web.app import create_app
         from fast_style.web.guard import host_name, machine_host_names
-        from fast_style.web.limits import Deadlines
+        from fast_style.web.limits import Deadlines, Limits
         from fast_style.web.server import bind, is_loopback, serve
     except ImportError as exc:
         print(
@@ -139,6 +154,9 @@ def _serve(args: argparse.Namespace) -> int:
             device=args.device,
             allowed_hosts=[*own, *extra],
             deadlines=deadlines,
+            limits=None
+            if args.whole_megapixels is None
+            else Limits(max_whole_pixels=round(args.whole_megapixels * 1e6)),
             loss_weights=args.loss_weights,
         )
     except FastStyleError as exc:
