@@ -2,7 +2,7 @@
 
     python -m benchmarks.refine MODEL.safetensors --content PHOTOS/ --styles STYLES/ \\
         [--weights VGG_FEATURES.pt] [--size 256 512] [--refine 5 10 15 20] [--baseline 50] \\
-        [--sheet docs/refine_contact_sheet.jpg --sheet-steps 300] [--out DIR]
+        [--sheet docs/refine_contact_sheet.jpg --sheet-refine 10 20 --sheet-steps 300] [--out DIR]
 
 For each photo, scaled to each ``--size`` on its long side, three runs of ``fast-style optimize``'s
 L-BFGS on the model's recorded loss (``benchmarks.scoring``'s yardstick):
@@ -12,13 +12,14 @@ L-BFGS on the model's recorded loss (``benchmarks.scoring``'s yardstick):
 - from the photo (``fast-style optimize``'s default start) and from white noise (seed 0), each
   ``--baseline`` steps.
 
-The table gives each total, the refine steps that reach the photo start's total at ``--baseline``
+The table gives each total (the photo start's also after as many steps as the last refine one, an
+equal-time comparison), the refine steps that reach the photo start's total at ``--baseline``
 (interpolated; ``>N`` if not within the refine run) and the time ratio of refine at the last
 ``--refine`` step to the photo start at ``--baseline``. The targets it checks: the last refine
 step's total is at most the photo start's at ``--baseline`` in at most half its time, and the
 refine step before it beats the noise start at ``--baseline``. With ``--sheet``, the photo start
-continues to ``--sheet-steps`` at the first size, and a contact sheet (photo | feed-forward |
-refine at two steps | optimization) is written there.
+continues to ``--sheet-steps`` at the first size, and a contact sheet (photo | feed-forward | refine
+at each ``--sheet-refine`` step | optimization) is written there.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class RefineScore:
     refine_seconds: dict[int, float]
     photo_start_total: float
     photo_start_seconds: float
+    photo_start_same_steps: float  # the photo start's total after as many steps as the last refine one
     noise_start_total: float
     noise_start_seconds: float
     refine_steps_to_photo_start: float | None
@@ -93,6 +95,7 @@ def score_photo(
     baseline: int,
     sheet_steps: int | None,
     progress: bool,
+    sheet_refine: Sequence[int] = (),
 ) -> tuple[RefineScore, list[tuple[str, str, torch.Tensor]]]:
     """The three starts on one photo (``loss`` holds its targets); the score and its contact-sheet row."""
     size = max(content.shape[-2:])
@@ -115,13 +118,14 @@ def score_photo(
         refine_seconds={n: ff_seconds + refined.seconds[n] for n in refine},
         photo_start_total=target,
         photo_start_seconds=from_photo.seconds[baseline],
+        photo_start_same_steps=from_photo.history[min(refine[-1], photo_steps)]["total"],
         noise_start_total=from_noise.history[baseline]["total"],
         noise_start_seconds=from_noise.seconds[baseline],
         refine_steps_to_photo_start=steps_worth([h["total"] for h in refined.history], target),
     )
     row = [("photo", f"{name}, total {photo_total:.3g}", content)]
     row.append(("feed-forward", f"total {score.ff_total:.3g}, {ff_seconds:.2f} s", picture))
-    for n in refine[-2:]:
+    for n in sheet_refine or refine[-2:]:
         row.append(
             (
                 f"feed-forward + {n} steps",
@@ -163,6 +167,7 @@ def report(scores: Sequence[RefineScore], refine: Sequence[int], baseline: int) 
         "photo's total",
         "feed-forward",
         *(f"refine {n}" for n in refine),
+        f"L-BFGS@{last} from photo",
         f"L-BFGS@{baseline} from photo",
         f"L-BFGS@{baseline} from noise",
         f"refine steps to L-BFGS@{baseline} from photo",
@@ -181,6 +186,7 @@ def report(scores: Sequence[RefineScore], refine: Sequence[int], baseline: int) 
                 f"{s.photo_total:.3f}",
                 f"{s.ff_total:.3f}",
                 *(f"{s.refine_totals[n]:.3f}" for n in refine),
+                f"{s.photo_start_same_steps:.3f}",
                 f"{s.photo_start_total:.3f}",
                 f"{s.noise_start_total:.3f}",
                 _steps(s.refine_steps_to_photo_start, last),
@@ -197,6 +203,7 @@ def report(scores: Sequence[RefineScore], refine: Sequence[int], baseline: int) 
                 size,
                 f"{statistics.fmean(s.ff_total for s in mine):.3f}",
                 *(f"{statistics.fmean(s.refine_totals[n] for s in mine):.3f}" for n in refine),
+                f"{statistics.fmean(s.photo_start_same_steps for s in mine):.3f}",
                 f"{statistics.fmean(s.photo_start_total for s in mine):.3f}",
                 f"{statistics.fmean(s.noise_start_total for s in mine):.3f}",
                 f"{statistics.fmean(s.ff_seconds for s in mine):.2f}",
@@ -208,6 +215,7 @@ def report(scores: Sequence[RefineScore], refine: Sequence[int], baseline: int) 
         "size",
         "feed-forward",
         *(f"refine {n}" for n in refine),
+        f"L-BFGS@{last} photo",
         f"L-BFGS@{baseline} photo",
         f"L-BFGS@{baseline} noise",
         "feed-forward s",
@@ -236,6 +244,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--baseline", type=int, default=50, help="L-BFGS steps of the photo and noise starts")
     parser.add_argument("--sheet", type=Path, default=None, help="write the contact sheet here")
     parser.add_argument("--sheet-steps", type=int, default=300, help="optimization steps shown on the sheet")
+    parser.add_argument(
+        "--sheet-refine", type=int, nargs="+", default=[10, 20], help="refine steps shown on the sheet"
+    )
     parser.add_argument("--tile", type=int, default=256, help="long side of each contact-sheet image")
     parser.add_argument("--out", type=Path, default=Path("outputs/refine"))
     parser.add_argument("--threads", type=int, default=None)
@@ -245,6 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     refine = sorted(set(args.refine))
+    sheet_refine = [n for n in args.sheet_refine if n in refine] or refine[-2:]
     try:
         if refine[0] < 1 or args.baseline < 1:
             raise FastStyleError("--refine and --baseline take positive step counts")
@@ -277,7 +289,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             loss.set_content_image(content)
             sheet_steps = args.sheet_steps if args.sheet is not None and size == args.size[0] else None
             score, row = score_photo(
-                stylizer, loss, content, photo.stem, refine, args.baseline, sheet_steps, not args.no_progress
+                stylizer,
+                loss,
+                content,
+                photo.stem,
+                refine,
+                args.baseline,
+                sheet_steps,
+                not args.no_progress,
+                sheet_refine,
             )
             scores.append(score)
             if sheet_steps is not None:
