@@ -122,6 +122,7 @@ def score_run(
     sizes: Sequence[int],
     fixed_loss: dict[str, Any] | None,
     progress: bool,
+    only_styles: Sequence[str] = (),
 ) -> list[Point]:
     """Export and score every checkpoint of one run; one ``Point`` per checkpoint and size."""
     args = yardstick.args
@@ -138,7 +139,11 @@ def score_run(
             model_file = export_safetensors(ckpt_path, Path(tmp) / f"{step}.safetensors")
             stylizer = Stylizer.from_file(model_file, device="cpu", backend="torch")
             # a multi-style run: each style scored against its own style image, as run:style
-            for style in stylizer.styles or [None]:
+            names = stylizer.styles
+            chosen: list[str | None] = (
+                [n for n in names if not only_styles or n in only_styles] if names else [None]
+            )
+            for style in chosen:
                 recorded = fixed_loss or recorded_loss(read_metadata(model_file), style)
                 loss, style_image, cache_key = yardstick.loss_for(recorded)
                 name = run_dir.name if style is None else f"{run_dir.name}:{style}"
@@ -240,6 +245,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=Path("outputs/learning_curve"))
     parser.add_argument("--cache", type=Path, default=Path("outputs/lbfgs_cache"), help="L-BFGS curve cache")
+    parser.add_argument(
+        "--style",
+        nargs="+",
+        default=(),
+        help="multi-style runs: score only these styles (default: every one)",
+    )
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
@@ -256,7 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{len(photos)} photos ({', '.join(p.stem for p in photos)}), L-BFGS from noise\n")
         points: list[Point] = []
         for run in args.runs:
-            points += score_run(run, yardstick, args.size, fixed, not args.no_progress)
+            points += score_run(run, yardstick, args.size, fixed, not args.no_progress, args.style)
     except FastStyleError as exc:
         print(f"learning_curve: error: {exc}", file=sys.stderr)
         return 2
