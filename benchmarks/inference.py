@@ -43,7 +43,9 @@ def _save(net: TransformerNet | FastTransformerNet, folder: Path) -> Path:
     record = {"styles": [f"style{i}" for i in range(styles)]} if styles > 1 else {}
     path = folder / f"{net.arch}{f'_{styles}styles' if styles > 1 else ''}.safetensors"
     save_file(
-        {k: v.contiguous() for k, v in net.state_dict().items()}, str(path), metadata=model_metadata(net, record)
+        {k: v.contiguous() for k, v in net.state_dict().items()},
+        str(path),
+        metadata=model_metadata(net, record),
     )
     return path
 
