@@ -1,7 +1,8 @@
 """Quality of feed-forward models on photos they never saw: losses, L-BFGS steps-worth, non-loss scores.
 
     python -m benchmarks.quality MODEL.safetensors [MODEL ...] --content PHOTOS/ --styles STYLES/ \\
-        [--weights VGG_FEATURES.pt] [--size 256 512] [--init noise content] [--max-steps 300] [--out DIR]
+        [--weights VGG_FEATURES.pt] [--size 256 512] [--init noise content] [--max-steps 300] \\
+        [--refine-target 50] [--refine-steps 50] [--out DIR]
 
 Every model is scored with the loss it was trained with (read from its file: network, layers, layer
 and term weights, style image name and size); ``--styles`` is the folder holding that style image
