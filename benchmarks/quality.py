@@ -46,14 +46,13 @@ import torch
 from PIL import Image
 
 from benchmarks.common import device_line, markdown_table
-from benchmarks.scoring import add_photo_arguments, lbfgs_curve, steps_worth
+from benchmarks.scoring import add_photo_arguments, lbfgs_curve, recorded_style_loss, steps_worth
 from fast_style.compare import evaluate_image, make_figure
 from fast_style.errors import FastStyleError
 from fast_style.images import IMAGE_EXTENSIONS, load_image_tensor, save_image
 from fast_style.inference import Stylizer
 from fast_style.losses import build_perceptual_loss
 from fast_style.metrics import color_distance, luminance_ssim
-from fast_style.trained_loss import loss_arguments, recorded_loss
 
 COLUMNS = (
     "model",
@@ -422,15 +421,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             # a multi-style file: each style against its own style image, named model:style
             entries: list[tuple[str, str | None]] = [(f"{path.stem}:{n}", n) for n in stylizer.styles]
             for name, style in entries or [(path.stem, None)]:
-                recorded = recorded_loss(stylizer.metadata, style)
-                loss_args = loss_arguments(recorded, args.weights)
-                if not recorded.get("style_image") or not recorded.get("style_size"):
-                    raise FastStyleError(f"{path} records no style image and size; it predates loss metadata")
-                style_path = args.styles / recorded["style_image"]
-                if not style_path.is_file():
-                    raise FastStyleError(
-                        f"{path} was trained on {recorded['style_image']}, not found in {args.styles}"
-                    )
+                recorded, loss_args, style_path = recorded_style_loss(
+                    path, stylizer.metadata, args.weights, args.styles, style
+                )
                 key = json.dumps([loss_args, recorded["style_image"], recorded["style_size"]], sort_keys=True)
                 group = groups.setdefault(key, (loss_args, style_path, int(recorded["style_size"]), []))
                 group[3].append((name, stylizer if style is None else OneStyle(stylizer, style)))

@@ -36,14 +36,13 @@ import torch
 
 from benchmarks.common import device_line, markdown_table
 from benchmarks.quality import _photos, _time_model, contact_sheet
-from benchmarks.scoring import add_photo_arguments, steps_worth
+from benchmarks.scoring import add_photo_arguments, recorded_style_loss, steps_worth
 from fast_style.compare import evaluate_image
 from fast_style.errors import FastStyleError
 from fast_style.images import load_image_tensor, save_image
 from fast_style.inference import Stylizer
 from fast_style.losses import PerceptualLoss, build_perceptual_loss
 from fast_style.optimize import OptimizeResult, initial_image, optimize_pixels
-from fast_style.trained_loss import loss_arguments, recorded_loss
 
 
 @dataclass
@@ -262,15 +261,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise FastStyleError("--refine and --baseline take positive step counts")
         photos = _photos(args.content)
         stylizer = Stylizer.from_file(args.model, device="cpu", backend=args.backend)
-        recorded = recorded_loss(stylizer.metadata)
-        loss_args = loss_arguments(recorded, args.weights)
-        if not recorded.get("style_image") or not recorded.get("style_size"):
-            raise FastStyleError(f"{args.model} records no style image and size; it predates loss metadata")
-        style_path = args.styles / recorded["style_image"]
-        if not style_path.is_file():
-            raise FastStyleError(
-                f"{args.model} was trained on {recorded['style_image']}, not found in {args.styles}"
-            )
+        recorded, loss_args, style_path = recorded_style_loss(
+            args.model, stylizer.metadata, args.weights, args.styles
+        )
     except FastStyleError as exc:
         print(f"refine.py: error: {exc}", file=sys.stderr)
         return 2

@@ -23,7 +23,7 @@ import torch
 from fast_style.losses import PerceptualLoss
 from fast_style.optimize import ModelPicture, initial_image, optimize_pixels
 
-__all__ = ["Curve", "add_photo_arguments", "lbfgs_curve", "steps_worth"]
+__all__ = ["Curve", "add_photo_arguments", "lbfgs_curve", "recorded_style_loss", "steps_worth"]
 
 
 @dataclass
@@ -64,6 +64,24 @@ def add_photo_arguments(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument(
         "--weights", default=None, help=f"loss-network weights file the {what} were trained with"
     )
+
+
+def recorded_style_loss(
+    model: Path, metadata: dict[str, Any], weights: str | None, styles: Path, style: str | None = None
+) -> tuple[dict[str, Any], dict[str, Any], Path]:
+    """A model's recorded loss (of ``style``, for a multi-style file), the arguments that rebuild it and
+    its style image in ``styles``; a one-line ``FastStyleError`` when any of them is missing."""
+    from fast_style.errors import FastStyleError
+    from fast_style.trained_loss import loss_arguments, recorded_loss
+
+    recorded = recorded_loss(metadata, style)
+    loss_args = loss_arguments(recorded, weights)
+    if not recorded.get("style_image") or not recorded.get("style_size"):
+        raise FastStyleError(f"{model} records no style image and size; it predates loss metadata")
+    style_path = styles / recorded["style_image"]
+    if not style_path.is_file():
+        raise FastStyleError(f"{model} was trained on {recorded['style_image']}, not found in {styles}")
+    return recorded, loss_args, style_path
 
 
 def _cache_file(cache: Path, key: dict[str, Any]) -> Path:
