@@ -8,6 +8,7 @@ import struct
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,6 +21,8 @@ from fast_style.cli.stylize import main as stylize_main
 from fast_style.errors import FastStyleError
 from fast_style.export import load_training_checkpoint
 from fast_style.inference import Stylizer
+from fast_style.inference.backends import TorchBackend
+from fast_style.models import TransformNetwork
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -592,6 +595,54 @@ def test_library_entry_point(tiny_ckpt: Path, tiny_model: Path) -> None:
     assert (got - expected).abs().max() <= 0.5 / 255 + 1e-6
     with pytest.raises(FastStyleError, match="strength"):
         Stylizer.from_file(tiny_model).stylize(img, strength=2.0)
+
+
+class RecordingBackend(TorchBackend):
+    """A backend that records how the stylizer called it (any ``Backend`` object may be handed in)."""
+
+    name = "recording"
+
+    def __init__(self, net: TransformNetwork, tiles: bool) -> None:
+        super().__init__(net)
+        self.can_tile = tiles
+        self.calls: list[str] = []
+
+    @property
+    def tiles(self) -> bool:
+        return self.can_tile
+
+    def run(self, images: torch.Tensor, style: torch.Tensor | None = None) -> torch.Tensor:
+        self.calls.append("run")
+        return super().run(images, style)
+
+    def run_tiled(self, pixels: np.ndarray, **kwargs: Any) -> np.ndarray:
+        self.calls.append(f"run_tiled {kwargs['tile']}")
+        return super().run_tiled(pixels, **kwargs)
+
+
+def test_the_backend_runs_whole_images_and_tiles(tiny_ckpt: Path) -> None:
+    net, _ = load_training_checkpoint(tiny_ckpt)
+    pixels = np.random.default_rng(0).integers(0, 256, (40, 72, 3), dtype=np.uint8)
+    tiled = RecordingBackend(net, tiles=True)
+    stylizer = Stylizer(net, backend=tiled)
+    whole = stylizer.stylize_array(pixels)
+    in_tiles = stylizer.stylize_array(pixels, tile=64)
+    assert tiled.calls == ["run", "run_tiled 64"]
+    assert np.abs(whole.astype(int) - in_tiles.astype(int)).max() <= 2  # tiles share the statistics
+
+    stylizer.auto_tile_pixels = 40 * 72 - 1  # over the threshold: tiles, on the backend
+    stylizer.stylize_array(pixels)
+    assert tiled.calls[-1].startswith("run_tiled")
+
+    whole_only = RecordingBackend(net, tiles=False)
+    stylizer = Stylizer(net, backend=whole_only)
+    stylizer.auto_tile_pixels = 40 * 72 - 1  # a backend without tiles runs even a large image whole
+    assert stylizer.stylize_array(pixels).shape == pixels.shape
+    with pytest.raises(FastStyleError, match="--tile"):
+        stylizer.stylize_array(pixels, tile=64)
+    with pytest.raises(FastStyleError, match="--tile"):
+        stylizer.require_tiling()
+    assert whole_only.calls == ["run"]
 
 
 def test_inference_imports_no_training_code(tiny_model: Path, tmp_path: Path) -> None:

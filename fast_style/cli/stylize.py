@@ -307,8 +307,8 @@ def _stylize(args: argparse.Namespace) -> int:
         for folder in sorted({job.target.parent for job in jobs if job.error is None}):
             check_writable(folder, folder=True, what="output folder")
         stylizer = Stylizer.from_file(args.model, device=args.device, backend=args.backend)
-        if args.tile is not None and not stylizer.supports_tiling:
-            raise FastStyleError("--tile needs a .safetensors model; ONNX models run whole images")
+        if args.tile is not None:
+            stylizer.require_tiling()
         stylizer.style_weights(args.style, args.mix)  # an unknown style fails before any image
         refiner = _refiner(stylizer, args) if args.refine else None
     except FastStyleError as exc:

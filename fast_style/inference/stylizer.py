@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import contextlib
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
@@ -17,7 +16,13 @@ from fast_style.devices import resolve_device
 from fast_style.errors import FastStyleError
 from fast_style.images import normalize_mode, resize_long_side, rgb_array
 from fast_style.inference import tiling
-from fast_style.inference.backends import Backend, OnnxRuntimeBackend, TorchBackend, resolve_backend
+from fast_style.inference.backends import (
+    Backend,
+    OnnxRuntimeBackend,
+    TorchBackend,
+    require_tiles,
+    resolve_backend,
+)
 from fast_style.inference.loading import build_network, read_metadata
 from fast_style.models import TransformNetwork
 
@@ -70,10 +75,9 @@ def _to_uint8(images: torch.Tensor) -> np.ndarray:
 class Stylizer:
     """A transform network ready to stylize: ``Stylizer.from_file(path).stylize(pil_image)``.
 
-    Whole images run on a ``Backend``: ``auto`` picks onnxruntime on CPU when it is installed (the
-    graph is built from the network on first use) and PyTorch otherwise. Tiled images always run
-    in PyTorch, where the tiles can share one set of instance-norm statistics; a stylizer for an
-    ``.onnx`` file has no network and runs whole images only. ``release_memory`` hands onnxruntime's
+    Images run on a ``Backend``: ``auto`` picks onnxruntime on CPU when it is installed (the
+    graph is built from the network on first use) and PyTorch otherwise. The backend runs whole
+    images and tiles; a stylizer for an ``.onnx`` file has no network and runs whole images only. ``release_memory`` hands onnxruntime's
     scratch memory back after each image, for long-running processes (a server).
     """
 
@@ -97,7 +101,7 @@ class Stylizer:
                 if name == "torch"
                 else OnnxRuntimeBackend(net=net, device=self.device, release_memory=release_memory)
             )
-        self._backend = backend
+        self._backend: Backend = backend
         self.backend = backend.name
         self.min_side = net.min_side if net is not None else _MIN_SIDE
         self.auto_tile_pixels = AUTO_TILE_PIXELS
@@ -120,10 +124,9 @@ class Stylizer:
         weights = style_weights_for(self.styles, style, mix)
         return None if weights is None else weights[None].to(self.device)
 
-    @property
-    def supports_tiling(self) -> bool:
-        """Whether tiles are available: they need the PyTorch network, which ``.onnx`` files lack."""
-        return self.net is not None
+    def require_tiling(self) -> None:
+        """A one-line ``FastStyleError`` when this model cannot run in tiles (an ``.onnx`` file)."""
+        require_tiles(self._backend)
 
     @classmethod
     def from_file(
@@ -175,8 +178,8 @@ class Stylizer:
         if not 0.0 <= strength <= 1.0:
             raise FastStyleError(f"strength must be within [0, 1], got {strength}")
         weights = self.style_weights(style, mix)
-        if tile is not None and self.net is None:
-            raise FastStyleError("tiling (--tile) needs a .safetensors model; ONNX models run whole images")
+        if tile is not None:
+            self.require_tiling()
         h, w = pixels.shape[:2]
         if min(h, w) < self.min_side:
             # The networks' reflection padding needs a few pixels on each side, on every backend.
@@ -187,7 +190,7 @@ class Stylizer:
             )
             return out[:h, :w]
         stats_pixels = min(self.auto_tile_pixels, self.stats_pixels)
-        if tile is None and (self.net is None or h * w <= self.auto_tile_pixels):
+        if tile is None and (not self._backend.tiles or h * w <= self.auto_tile_pixels):
             whole = self._stylize_whole(pixels, strength, preserve_color, weights)
             if whole is not None:
                 return whole
@@ -205,7 +208,7 @@ class Stylizer:
             content = tiling.to_tensor(pixels, self.device)
             out = finish_stylized(self._backend.run(content, weights), content, strength, preserve_color)
         except RuntimeError as exc:
-            if not tiling.out_of_memory(exc) or self.net is None:
+            if not tiling.out_of_memory(exc) or not self._backend.tiles:
                 raise
             return None  # the tensors of the failed pass go with this frame
         self.paths_used[self.backend] += 1
@@ -221,17 +224,15 @@ class Stylizer:
         weights: torch.Tensor | None,
     ) -> np.ndarray:
         """Tiles of ``size``, halved (with a quarter of the statistics copy) after each out-of-memory."""
-        assert self.net is not None
         while True:
             try:
-                with self.net.styled(weights) if weights is not None else contextlib.nullcontext():
-                    result = tiling.stylize_tiled(
-                        self.net,
-                        pixels,
-                        tile=size,
-                        stats_pixels=stats_pixels,
-                        finish=lambda out, content: finish_stylized(out, content, strength, preserve_color),
-                    )
+                result = self._backend.run_tiled(
+                    pixels,
+                    tile=size,
+                    stats_pixels=stats_pixels,
+                    finish=lambda out, content: finish_stylized(out, content, strength, preserve_color),
+                    style=weights,
+                )
                 self.paths_used["tiled in torch"] += 1
                 return result
             except RuntimeError as exc:
