@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from fast_style.errors import FastStyleError
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "fast_style" / "configs"
 
@@ -121,12 +123,37 @@ def _options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONFIGS / group).glob("*.yaml"))
 
 
+def _experiment_commands(name: str) -> list[str]:
+    """The commands an experiment is for, from its header line ``# For fast-style a and b.``"""
+    header = (CONFIGS / "experiment" / f"{name}.yaml").read_text().splitlines()[1]
+    assert header.startswith("# For fast-style "), f"experiment/{name}.yaml does not say its command"
+    return header.removeprefix("# For fast-style ").rstrip(".").split(" and ")
+
+
+@pytest.mark.parametrize("name", _options("experiment"))
+def test_an_experiment_of_another_command_is_refused_in_one_line(name: str) -> None:
+    from fast_style.cli.hydra_app import _compose
+
+    for command in set(_REQUIRED) - set(_experiment_commands(name)):
+        with pytest.raises(FastStyleError) as refused:
+            _compose(command, [*_REQUIRED[command], f"experiment={name}"])
+        message = str(refused.value)
+        assert f"experiment={name} is not an experiment of fast-style {command}" in message
+        assert "\n" not in message
+
+
+def test_the_old_preset_group_points_at_experiment() -> None:
+    from fast_style.cli.hydra_app import _compose
+
+    with pytest.raises(FastStyleError, match="did you mean experiment=gatys"):
+        _compose("optimize", ["preset=gatys", *_REQUIRED["optimize"]])
+
+
 @pytest.mark.parametrize(
     ("command", "override"),
     [
         *[(_GROUP_COMMANDS[g], f"{g}={o}") for g in _GROUP_COMMANDS for o in _options(g)],
-        *[("train", f"experiment={o}") for o in _options("experiment")],
-        *[(c, f"preset={o}") for c in ("optimize", "compare") for o in _options("preset")],
+        *[(c, f"experiment={o}") for o in _options("experiment") for c in _experiment_commands(o)],
     ],
 )
 def test_every_config_option_composes_against_the_schemas(command: str, override: str) -> None:

@@ -312,10 +312,10 @@ def test_cli_adam_reaches_torch_with_fused_resolved(tmp_path, style_path, adam_f
 def test_presets_compose_the_classic_settings():
     from fast_style.cli.hydra_app import compose_config
 
-    gatys = compose_config("optimize", ["preset=gatys"])
-    d2l = compose_config("optimize", ["preset=d2l"])
+    gatys = compose_config("optimize", ["experiment=gatys"])
+    d2l = compose_config("optimize", ["experiment=d2l"])
     adam = compose_config("optimize", ["pixel_optimizer=adam"])
-    gatys_adam = compose_config("optimize", ["preset=gatys", "pixel_optimizer=adam"])
+    gatys_adam = compose_config("optimize", ["experiment=gatys", "pixel_optimizer=adam"])
     assert gatys.loss.network == "vgg19"
     assert list(gatys.loss.content_layers) == ["relu4_2"]
     assert list(gatys.loss.style_layers) == ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
@@ -335,7 +335,7 @@ def test_cli_gatys_preset_runs_on_vgg19(tmp_path, style_path):
         f"output={out}",
         "image_size=32",
         "steps=2",
-        "preset=gatys",
+        "experiment=gatys",
         "pixel_optimizer=adam",
         "init=noise",
     )

@@ -85,8 +85,8 @@ _QUOTING = (
 
 # Keys that another command's config has, and what this command calls the same thing.
 _KEY_ELSEWHERE = {
-    "optimize": {"optimizer": "pixel_optimizer"},
-    "compare": {"optimizer": "pixel_optimizer", "model": "model_file"},
+    "optimize": {"optimizer": "pixel_optimizer", "preset": "experiment"},
+    "compare": {"optimizer": "pixel_optimizer", "model": "model_file", "preset": "experiment"},
 }
 
 
@@ -105,7 +105,7 @@ def _compose(command: str, overrides: Sequence[str]) -> DictConfig:
     from hydra.errors import HydraException, OverrideParseException
 
     try:
-        return compose_config(command, overrides, return_hydra_config=True)
+        cfg = compose_config(command, overrides, return_hydra_config=True)
     except OverrideParseException:
         bad = next((arg for arg in overrides if not _parses(arg)), " ".join(overrides))
         raise FastStyleError(f"cannot read the override {bad!r}: {_QUOTING}") from None
@@ -118,7 +118,33 @@ def _compose(command: str, overrides: Sequence[str]) -> DictConfig:
         refused = next((arg for arg in overrides if f"override {arg}" in text), None)
         if hint is None and refused is not None:
             hint = explain_override(command, refused)
+        if hint is None and "In 'experiment/" in text:
+            name = text.split("In 'experiment/", 1)[1].split("'", 1)[0]
+            hint = _foreign_experiment(command, name)
         raise FastStyleError(hint or one_line(text)) from None
+    _refuse_foreign_experiment(command, overrides, cfg)
+    return cfg
+
+
+def _foreign_experiment(command: str, name: str, keys: Sequence[str] = ()) -> str:
+    lacks = f": {command} has none of {', '.join(keys)}" if keys else ""
+    return (
+        f"experiment={name} is not an experiment of fast-style {command}{lacks} "
+        f"(the first lines of experiment/{name}.yaml say which command it is for)"
+    )
+
+
+def _refuse_foreign_experiment(command: str, overrides: Sequence[str], cfg: DictConfig) -> None:
+    """The experiment group is shared by all commands; refuse one that adds top-level settings this
+    command does not have (a training experiment given to optimize), which would be ignored silently.
+    """
+    chosen = [arg.split("=", 1)[1] for arg in overrides if arg.lstrip("+").startswith("experiment=")]
+    if not chosen:
+        return
+    plain = compose_config(command, [arg for arg in overrides if "experiment" not in arg.split("=", 1)[0]])
+    added = [str(key) for key in cfg if key != "hydra" and key not in plain]
+    if added:
+        raise FastStyleError(_foreign_experiment(command, chosen[-1], added))
 
 
 def _parses(arg: str) -> bool:
