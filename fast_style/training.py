@@ -17,6 +17,7 @@ from torchvision.utils import make_grid
 
 from fast_style.errors import FastStyleError
 from fast_style.losses import PerceptualLoss
+from fast_style.losses.stability import noise_stability
 from fast_style.model_file import new_record, record_from_checkpoint
 from fast_style.models import TransformNetwork, model_config
 
@@ -120,8 +121,12 @@ class StyleTransferModule(pl.LightningModule):
         compile_net: bool = False,
         compile_loss: bool = False,
         compile_backend: str = "inductor",
+        stability_weight: float = 0.0,
+        stability_noise: float = 0.03,
     ) -> None:
         super().__init__()
+        self.stability_weight = float(stability_weight)
+        self.stability_noise = float(stability_noise)
         self.channels_last = channels_last
         if channels_last:
             net.to(memory_format=torch.channels_last)
@@ -175,10 +180,18 @@ class StyleTransferModule(pl.LightningModule):
             images = images.contiguous(memory_format=torch.channels_last)
         net = self._compiled.get("net", self.net)
         loss = self._compiled.get("loss", self.loss_fn)
-        if len(self.style_names) > 1:
-            terms = self._multi_style_terms(net, loss, images)
-        else:
-            terms = loss(net(images), images)
+        weights = self._batch_style_weights(images) if len(self.style_names) > 1 else None
+        outputs = net(images) if weights is None else net(images, style=weights)
+        terms = (
+            self._multi_style_terms(loss, outputs, images)
+            if weights is not None
+            else dict(loss(outputs, images))
+        )
+        if self.stability_weight > 0:
+            # Gupta et al. (2017): a noisy copy of the batch must paint the same picture.
+            stable = noise_stability(net, images, outputs, self.stability_noise, weights)
+            terms["stability"] = self.stability_weight * stable
+            terms["total"] = terms["total"] + terms["stability"]
         total = terms["total"]
         if not torch.isfinite(total):
             detail = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
@@ -190,23 +203,33 @@ class StyleTransferModule(pl.LightningModule):
         self.log("train/total", total.detach(), on_step=True, prog_bar=True)
         return total
 
-    def _multi_style_terms(self, net: Any, loss: Any, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Loss terms of a batch in which image ``b`` gets trained style ``(step * B + b) mod S``.
-
-        Consecutive images cycle through the styles, so every style gets the same share of images and a
-        batch of at least S images sees all of them. Each style's mean term is logged as ``train/style/NAME``.
+    def _style_index(self, images: torch.Tensor) -> torch.Tensor:
+        """Which trained style (a position in ``style_slots``) each image of the batch gets:
+        ``(step * B + b) mod S`` for image ``b``, so consecutive images cycle through the styles, every
+        style gets the same share and a batch of at least S images sees all of them.
         """
-        count, batch = len(self.style_slots), images.shape[0]
-        index = (torch.arange(batch, device=images.device) + self.global_step * batch) % count
-        slots = torch.tensor(self.style_slots, device=images.device)[index]
-        weights = torch.nn.functional.one_hot(slots, len(self.style_names)).to(images.dtype)
-        if count == 1:  # one style added to a trained network: the loss has its one target
-            terms = dict(loss(net(images, style=weights), images))
+        batch = images.shape[0]
+        return (torch.arange(batch, device=images.device) + self.global_step * batch) % len(self.style_slots)
+
+    def _batch_style_weights(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, num_styles)`` one-hot weights of the styles ``_style_index`` gives the batch."""
+        slots = torch.tensor(self.style_slots, device=images.device)[self._style_index(images)]
+        return torch.nn.functional.one_hot(slots, len(self.style_names)).to(images.dtype)
+
+    def _multi_style_terms(
+        self, loss: Any, outputs: torch.Tensor, images: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Loss terms of a multi-style batch (styles by ``_style_index``); each style's mean term is
+        logged as ``train/style/NAME``.
+        """
+        index = self._style_index(images)
+        if len(self.style_slots) == 1:  # one style added to a trained network: the loss has its one target
+            terms = dict(loss(outputs, images))
             self.log(
                 f"train/style/{self.style_names[self.style_slots[0]]}", terms["style"].detach(), on_step=True
             )
             return terms
-        terms = dict(loss(net(images, style=weights), images, style_index=index))
+        terms = dict(loss(outputs, images, style_index=index))
         each = terms.pop("style_each").detach()
         for style in index.unique().tolist():
             name = self.style_names[self.style_slots[style]]

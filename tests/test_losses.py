@@ -386,3 +386,22 @@ def test_settings_record_everything_that_defines_the_loss(tmp_path):
     assert info["resolved_style_layer_weights"] == [loss.style_layer_weights[n] for n in loss.style_layers]
     assert info["style_weight"] == 7.0 and info["style_layers"] == ["relu1_2", "relu2_2"]
     assert str(tmp_path) not in repr(info)  # names and hashes only, never a path of this machine
+
+
+def test_noise_stability_measures_how_much_a_network_amplifies_noise():
+    from fast_style.losses.stability import noise_stability
+
+    torch.manual_seed(0)
+    images = 0.2 + 0.6 * torch.rand(2, 3, 64, 64)  # away from 0 and 1, where the noisy copy is clamped
+    identity = noise_stability(lambda x: x, images, images, 0.02)
+    double = noise_stability(lambda x: 2 * x - 0.5, images, 2 * images - 0.5, 0.02)
+    flat = noise_stability(
+        lambda x: x.mean(dim=(2, 3), keepdim=True).expand_as(x), images, images.mean((2, 3), True), 0.02
+    )
+    assert identity.item() == pytest.approx(1.0, rel=0.05)
+    assert double.item() == pytest.approx(4.0, rel=0.05)
+    assert flat.item() < 0.01
+    net = torch.nn.Conv2d(3, 3, 3, padding=1)
+    out = net(images)
+    noise_stability(net, images, out, 0.02).backward()
+    assert net.weight.grad is not None and net.weight.grad.abs().sum() > 0

@@ -469,3 +469,31 @@ def test_adding_a_style_the_file_already_paints_is_refused(tmp_path, image_folde
     capsys.readouterr()
     assert train(tmp_path / "again", image_folder, style_path, f"style_image={a}", f"init_from={multi}") == 2
     assert "already paints wave" in capsys.readouterr().err
+
+
+def test_the_stability_term_is_logged_added_to_the_total_and_trained(tmp_path, image_folder, style_path):
+    run = tmp_path / "run"
+    extra = ("trainer.max_steps=2", "stability.weight=0.5", "stability.noise=0.05", "seed=1")
+    assert train(run, image_folder, style_path, *extra) == 0
+    acc = events(run)
+    parts = {
+        t: [e.value for e in acc.Scalars(f"train/{t}")]
+        for t in ("content", "style", "tv", "stability", "total")
+    }
+    assert len(parts["stability"]) == 2 and all(v > 0 for v in parts["stability"])
+    for step in range(2):
+        summed = sum(parts[t][step] for t in ("content", "style", "tv", "stability"))
+        assert parts["total"][step] == pytest.approx(summed, rel=1e-4)
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["hyper_parameters"]["run_config"]["stability"] == {"weight": 0.5, "noise": 0.05}
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"), [("stability.weight=-1", ">= 0"), ("stability.noise=0", "> 0")]
+)
+def test_bad_stability_settings_are_one_line_errors(
+    tmp_path, image_folder, style_path, capsys, override, expected
+):
+    assert train(tmp_path / "run", image_folder, style_path, override) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and override.split("=")[0] in err[0] and expected in err[0]

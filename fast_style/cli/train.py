@@ -216,6 +216,8 @@ def train(cfg: DictConfig) -> Path:
         compile_net=cfg.speed.compile,
         compile_loss=cfg.speed.compile_loss,
         compile_backend=cfg.speed.compile_backend,
+        stability_weight=cfg.stability.weight,
+        stability_noise=cfg.stability.noise,
     )
     if resume is None and cfg.get("overwrite"):
         for name in ("checkpoints", "tensorboard"):
