@@ -497,3 +497,13 @@ def test_bad_stability_settings_are_one_line_errors(
     assert train(tmp_path / "run", image_folder, style_path, override) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and override.split("=")[0] in err[0] and expected in err[0]
+
+
+def test_a_value_the_trainer_refuses_is_one_line_and_leaves_no_run_folder(
+    tmp_path, image_folder, style_path, capsys
+):
+    run = tmp_path / "run"
+    assert train(run, image_folder, style_path, "+trainer.max_time=00:00:110:00") == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(err) == 1 and "trainer: " in err[0] and "DD:HH:MM:SS" in err[0]
+    assert not run.exists()

@@ -191,7 +191,8 @@ def _only_hydra_files(created: Path, run_dir: Path, command: str) -> bool:
     run_dir = run_dir.absolute()
     for path in created.rglob("*"):
         inside_run = path.is_relative_to(run_dir) and path != run_dir
-        if inside_run and path.relative_to(run_dir).parts[0] in (".hydra", f"{command}.log"):
+        # .hydra/, the log and resolved.yaml (the settings) record the attempt, not work done
+        if inside_run and path.relative_to(run_dir).parts[0] in (".hydra", f"{command}.log", "resolved.yaml"):
             continue
         if not (path.is_dir() and run_dir.is_relative_to(path)):  # a folder on the way down
             return False

@@ -235,9 +235,11 @@ def train(cfg: DictConfig) -> Path:
     lightning_log = logging.getLogger("pytorch_lightning.utilities.rank_zero")
     if _drop_advertising not in lightning_log.filters:
         lightning_log.addFilter(_drop_advertising)
-    logger = instantiate(cfg.logger, **purge)
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
-    trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
+    logger = _instantiate_setting(cfg.logger, "logger", **purge)
+    callbacks = [
+        _instantiate_setting(c, f"callbacks.{name}") for name, c in (cfg.get("callbacks") or {}).items() if c
+    ]
+    trainer = _instantiate_setting(cfg.trainer, "trainer", logger=logger, callbacks=callbacks)
     log.info("run folder: %s", run_dir)
     log.info(
         "speed: precision %s, cudnn benchmark %s, channels_last %s, fused Adam %s, pin_memory %s, compile %s/%s",
@@ -308,6 +310,17 @@ def _save_the_end(trainer: Any) -> None:
     ):
         last = Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}"
         trainer.save_checkpoint(str(last))
+
+
+def _instantiate_setting(node: Any, key: str, **kwargs: Any) -> Any:
+    """``instantiate(node)``; a value its class refuses (``+trainer.max_time=1:2``) is a one-line error."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as exc:
+        raise FastStyleError(f"{key}: {one_line(exc.__cause__ or exc)}") from None
 
 
 def _drop_advertising(record: logging.LogRecord) -> bool:
