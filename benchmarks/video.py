@@ -2,6 +2,7 @@
 
     python -m benchmarks.video [--models checkpoints/starry_night_fast.safetensors checkpoints/starry_night.safetensors]
         [--size 640x360] [--frames 24] [--speed-frames 120 30] [--long 600]   (--frames 0, --long 0 skip parts)
+    python -m benchmarks.video --compare A.safetensors B.safetensors [--size ...] [--frames ...]
 
 Stability: clips made from the photos in ``--content`` with known motion (a pan of 3 px right and
 1 px down per frame, a zoom of 1.2% per frame, a still with sensor noise of sigma 4/255, and the
@@ -355,6 +356,23 @@ def memory_rows(model: Path, stylizer: Stylizer, clip: Path, folder: Path, long:
     ]
 
 
+def models_table(stylizers: dict[Path, Stylizer], clips: Sequence[Clip]) -> str:
+    """Warping error of each model's per-frame output per clip, and its mean over the first model's:
+    how much steadier a model trained with ``stability.weight`` is than one trained without.
+    """
+    header = ["model", *[clip.name for clip in clips], "mean", "vs the first"]
+    rows: list[list[object]] = [
+        ["input (the floor)", *[f"{warping_error(c.frames, c.motion):.2f}" for c in clips], "", ""]
+    ]
+    first = None
+    for model, stylizer in stylizers.items():
+        errors = [warping_error([stylizer.stylize_array(f) for f in c.frames], c.motion) for c in clips]
+        mean = statistics.fmean(errors)
+        first = mean if first is None else first
+        rows.append([model.stem, *[f"{e:.2f}" for e in errors], f"{mean:.2f}", f"{mean / first:.2f}x"])
+    return markdown_table(header, rows)
+
+
 def _size(text: str) -> tuple[int, int]:
     w, _, h = text.partition("x")
     return int(w), int(h)
@@ -375,8 +393,23 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--speed-frames", type=int, nargs="+", default=[120, 30], help="frames of the speed clip, per model"
     )
     parser.add_argument("--long", type=int, default=600, help="frames of the memory clip (0: skip)")
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        nargs="+",
+        help="only this: the warping error of these models side by side (e.g. trained with and without "
+        "stability.weight), per-frame",
+    )
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
+    if args.compare:
+        photos = sorted(p for p in args.content.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+        w, h = args.size
+        print(f"{device_line()}; load average {os.getloadavg()[0]:.1f} at the start")
+        print(f"\n## Warping error (0-255) by model, per-frame, {w}x{h}, {args.frames} frames a clip\n")
+        compared = {model: Stylizer.from_file(model, device=args.device) for model in args.compare}
+        print(models_table(compared, make_clips(photos, args.size, args.frames)))
+        return
 
     photos = sorted(p for p in args.content.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     stylizers = {model: Stylizer.from_file(model, device=args.device) for model in args.models}

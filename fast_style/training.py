@@ -123,10 +123,12 @@ class StyleTransferModule(pl.LightningModule):
         compile_backend: str = "inductor",
         stability_weight: float = 0.0,
         stability_noise: float = 0.03,
+        stability_shift: int = 0,
     ) -> None:
         super().__init__()
         self.stability_weight = float(stability_weight)
         self.stability_noise = float(stability_noise)
+        self.stability_shift = int(stability_shift)
         self.channels_last = channels_last
         if channels_last:
             net.to(memory_format=torch.channels_last)
@@ -189,7 +191,9 @@ class StyleTransferModule(pl.LightningModule):
         )
         if self.stability_weight > 0:
             # Gupta et al. (2017): a noisy copy of the batch must paint the same picture.
-            stable = noise_stability(net, images, outputs, self.stability_noise, weights)
+            stable = noise_stability(
+                net, images, outputs, self.stability_noise, weights, shift=self.stability_shift
+            )
             terms["stability"] = self.stability_weight * stable
             terms["total"] = terms["total"] + terms["stability"]
         total = terms["total"]

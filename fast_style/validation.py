@@ -113,6 +113,7 @@ RULES: dict[str, list[Rule]] = {
         Rule("log_images_every_n_steps", *_int(0)),
         Rule("stability.weight", *_number(0)),
         Rule("stability.noise", *_number(0, strict=True, high=1)),
+        Rule("stability.shift", *_int(0)),
         *_schema_rules("data", DataConfig),
         Rule("model.channels", "three positive integers, e.g. [32,64,128]", _channels),
         Rule("model.num_residual", *_int(0)),

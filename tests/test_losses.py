@@ -405,3 +405,22 @@ def test_noise_stability_measures_how_much_a_network_amplifies_noise():
     out = net(images)
     noise_stability(net, images, out, 0.02).backward()
     assert net.weight.grad is not None and net.weight.grad.abs().sum() > 0
+
+
+def test_shift_stability_is_zero_for_a_network_that_moves_with_its_input():
+    from fast_style.losses.stability import noise_stability
+
+    torch.manual_seed(0)
+    images = 0.2 + 0.6 * torch.rand(2, 3, 64, 64)
+    conv = torch.nn.Conv2d(3, 3, 3, padding=1, padding_mode="reflect")  # shift-equivariant inside
+    smooth = noise_stability(conv, images, conv(images), 1e-4, shift=3)
+    assert smooth.item() < 1.5  # only the noise itself, amplified by the conv
+
+    def grid(x: torch.Tensor) -> torch.Tensor:  # a pattern fixed to the frame: does not move with x
+        ys = torch.arange(x.shape[-2]).view(-1, 1) % 4 == 0
+        return x + 0.2 * ys.to(x.dtype)
+
+    # Most draws move the crop by rows that are not a multiple of 4: the grid then lands elsewhere.
+    moved = [noise_stability(grid, images, grid(images), 1e-2, shift=3).item() for _ in range(8)]
+    assert max(moved) > 100
+    assert noise_stability(grid, images, grid(images), 1e-2).item() == pytest.approx(1.0, rel=0.05)

@@ -473,7 +473,7 @@ def test_adding_a_style_the_file_already_paints_is_refused(tmp_path, image_folde
 
 def test_the_stability_term_is_logged_added_to_the_total_and_trained(tmp_path, image_folder, style_path):
     run = tmp_path / "run"
-    extra = ("trainer.max_steps=2", "stability.weight=0.5", "stability.noise=0.05", "seed=1")
+    extra = ("trainer.max_steps=2", "stability.weight=0.5", "stability.noise=0.05", "stability.shift=2", "seed=1")
     assert train(run, image_folder, style_path, *extra) == 0
     acc = events(run)
     parts = {
@@ -485,7 +485,7 @@ def test_the_stability_term_is_logged_added_to_the_total_and_trained(tmp_path, i
         summed = sum(parts[t][step] for t in ("content", "style", "tv", "stability"))
         assert parts["total"][step] == pytest.approx(summed, rel=1e-4)
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    assert ckpt["hyper_parameters"]["run_config"]["stability"] == {"weight": 0.5, "noise": 0.05}
+    assert ckpt["hyper_parameters"]["run_config"]["stability"] == {"weight": 0.5, "noise": 0.05, "shift": 2}
 
 
 @pytest.mark.parametrize(

@@ -218,6 +218,7 @@ def train(cfg: DictConfig) -> Path:
         compile_backend=cfg.speed.compile_backend,
         stability_weight=cfg.stability.weight,
         stability_noise=cfg.stability.noise,
+        stability_shift=cfg.stability.shift,
     )
     if resume is None and cfg.get("overwrite"):
         for name in ("checkpoints", "tensorboard"):
