@@ -190,9 +190,16 @@ class StyleTransferModule(pl.LightningModule):
             else dict(loss(outputs, images))
         )
         if self.stability_weight > 0:
-            # Gupta et al. (2017): a noisy copy of the batch must paint the same picture.
+            # Gupta et al. (2017): a noisy copy of the batch must paint the same picture. A moved copy is
+            # a smaller crop: the compiled network would recompile for its shape with symbolic sizes,
+            # which fails in some torch versions, so that pass runs eagerly.
             stable = noise_stability(
-                net, images, outputs, self.stability_noise, weights, shift=self.stability_shift
+                net if self.stability_shift == 0 else self.net,
+                images,
+                outputs,
+                self.stability_noise,
+                weights,
+                shift=self.stability_shift,
             )
             terms["stability"] = self.stability_weight * stable
             terms["total"] = terms["total"] + terms["stability"]
