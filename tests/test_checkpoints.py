@@ -14,7 +14,10 @@ from fast_style.inference import Stylizer, read_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
 STYLES = ("starry_night", "great_wave_crop", "composition_vii")
-SHIPPED = [(style, style, "johnson") for style in STYLES] + [("starry_night_fast", "starry_night", "fast")]
+SHIPPED = [(style, style, "johnson") for style in STYLES] + [
+    ("starry_night_fast", "starry_night", "fast"),
+    ("starry_night_stable", "starry_night", "johnson"),
+]
 
 
 @pytest.mark.parametrize(("name", "style", "arch"), SHIPPED)
