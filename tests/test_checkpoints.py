@@ -53,3 +53,17 @@ def test_quick_start_gallery(tmp_path: Path) -> None:
         assert img.size == (512, 512)
     with Image.open(tmp_path / "gallery" / "gallery.jpg") as img:
         assert img.height == 64 and img.width == 4 * 64 + 3 * 4
+
+
+def test_shipped_four_style_file_paints_four_different_styles() -> None:
+    path = ROOT / "checkpoints" / "four_styles.safetensors"
+    stylizer = Stylizer.from_file(path)
+    assert stylizer.styles == ["starry_night", "great_wave_crop", "composition_vii", "udnie_pytorch"]
+    assert read_metadata(path)["training"]["loss"]["network"] == "vgg16_bn"
+    with Image.open(ROOT / "assets" / "demo" / "astronaut.jpg") as img:
+        small = img.convert("RGB").resize((64, 64))
+    outs = [np.asarray(stylizer.stylize(small, style=name)).astype(int) for name in stylizer.styles]
+    for i, out in enumerate(outs):
+        assert np.abs(out - np.asarray(small).astype(int)).mean() > 10
+        for other in outs[i + 1 :]:
+            assert np.abs(out - other).mean() > 3  # each style its own picture
