@@ -473,7 +473,13 @@ def test_adding_a_style_the_file_already_paints_is_refused(tmp_path, image_folde
 
 def test_the_stability_term_is_logged_added_to_the_total_and_trained(tmp_path, image_folder, style_path):
     run = tmp_path / "run"
-    extra = ("trainer.max_steps=2", "stability.weight=0.5", "stability.noise=0.05", "stability.shift=2", "seed=1")
+    extra = (
+        "trainer.max_steps=2",
+        "stability.weight=0.5",
+        "stability.noise=0.05",
+        "stability.shift=2",
+        "seed=1",
+    )
     assert train(run, image_folder, style_path, *extra) == 0
     acc = events(run)
     parts = {
