@@ -103,6 +103,8 @@ def test_upsample_conv_in_bands_of_rows_is_the_same(monkeypatch: pytest.MonkeyPa
 
 
 @pytest.mark.slow
+@pytest.mark.slow
+@pytest.mark.xdist_group("inductor")  # beside the other inductor tests: the compiler starts once per worker
 def test_upsample_conv_trains_under_torch_compile():
     """Inductor once failed on the backward of replicate padding fed by a convolution's gradient."""
     from fast_style.models.layers import UpsampleConvLayer

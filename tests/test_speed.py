@@ -279,8 +279,12 @@ def test_channels_last_training_matches_the_default_layout(tmp_path, image_folde
 
 
 # torch.compile's eager backend traces and wraps the modules as inductor does, in seconds rather than
-# minutes; inductor itself (the default) is the slow case.
-@pytest.mark.parametrize("backend", ["eager", pytest.param("inductor", marks=pytest.mark.slow)])
+# minutes; inductor itself (the default) is the slow case. The inductor tests share one pytest-xdist
+# worker, so its compiler starts once.
+@pytest.mark.parametrize(
+    "backend",
+    ["eager", pytest.param("inductor", marks=[pytest.mark.slow, pytest.mark.xdist_group("inductor")])],
+)
 def test_compiled_training_saves_plain_checkpoints_that_export(tmp_path, image_folder, style_path, backend):
     from fast_style.cli.main import main
     from fast_style.inference import Stylizer
