@@ -471,6 +471,41 @@ def test_adding_a_style_the_file_already_paints_is_refused(tmp_path, image_folde
     assert "already paints wave" in capsys.readouterr().err
 
 
+def test_training_the_decoder_for_a_new_style_writes_it_alone(tmp_path, image_folder, style_path, capsys):
+    a, b = _style_images(tmp_path / "styles", ["wave", "night"])
+    first = tmp_path / "first"
+    assert train(first, image_folder, style_path, f"style_image={a}", "trainer.max_steps=1") == 0
+    from safetensors.torch import load_file
+
+    from fast_style.export import export_safetensors
+    from fast_style.inference import Stylizer
+
+    base = export_safetensors(first / "checkpoints" / "last.ckpt", tmp_path / "base.safetensors")
+    capsys.readouterr()
+    kept = tmp_path / "kept"
+    assert (
+        train(kept, image_folder, style_path, f"style_image={b}", f"init_from={base}", "init_train=decoder")
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "init_keep_styles=false" in err and len(err.strip().splitlines()) == 1
+    assert not kept.exists()
+
+    alone = tmp_path / "alone"
+    extra = (f"style_image={b}", f"init_from={base}", "init_train=decoder", "init_keep_styles=false")
+    assert train(alone, image_folder, style_path, *extra, "trainer.max_steps=2") == 0
+    new = export_safetensors(alone / "checkpoints" / "last.ckpt", tmp_path / "night.safetensors")
+    before, after = load_file(base), load_file(new)
+    stylizer = Stylizer.from_file(new, backend="torch")
+    assert stylizer.metadata["style_name"] == "night" and stylizer.styles == []
+    net = stylizer.net
+    norms = {id(m) for m in net.instance_norms()}
+    norm_prefixes = tuple(f"{name}." for name, m in net.named_modules() if id(m) in norms)
+    changed = {key for key in before if not torch.equal(before[key], after[key])}
+    convolutions = {key for key in changed if not key.startswith(norm_prefixes)}
+    assert convolutions and all(key.startswith("decoder.") for key in convolutions)  # encoder frozen
+
+
 def test_the_stability_term_is_logged_added_to_the_total_and_trained(tmp_path, image_folder, style_path):
     run = tmp_path / "run"
     extra = (
