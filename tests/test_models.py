@@ -103,27 +103,6 @@ def test_upsample_conv_in_bands_of_rows_is_the_same(monkeypatch: pytest.MonkeyPa
 
 
 @pytest.mark.slow
-@pytest.mark.slow
-@pytest.mark.xdist_group("inductor")  # beside the other inductor tests: the compiler starts once per worker
-def test_upsample_conv_trains_under_torch_compile():
-    """Inductor once failed on the backward of replicate padding fed by a convolution's gradient."""
-    from fast_style.models.layers import UpsampleConvLayer
-
-    torch.manual_seed(0)
-    conv, up = torch.nn.Conv2d(4, 4, 3, padding=1), UpsampleConvLayer(4, 4, 3)
-
-    def loss(x: torch.Tensor) -> torch.Tensor:
-        return up(conv(x)).square().mean()
-
-    x = torch.randn(2, 4, 8, 8, requires_grad=True)
-    compiled = torch.compile(loss, backend="inductor")(x)
-    (grad,) = torch.autograd.grad(compiled, x)
-    eager = loss(x)
-    (eager_grad,) = torch.autograd.grad(eager, x)
-    torch.testing.assert_close(compiled, eager)
-    torch.testing.assert_close(grad, eager_grad)
-
-
 @pytest.mark.parametrize("cls", [TransformerNet, FastTransformerNet])
 def test_recorded_norm_statistics_reproduce_the_whole_image(cls):
     torch.manual_seed(0)

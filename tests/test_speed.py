@@ -279,11 +279,11 @@ def test_channels_last_training_matches_the_default_layout(tmp_path, image_folde
 
 
 # torch.compile's eager backend traces and wraps the modules as inductor does, in seconds rather than
-# minutes; inductor itself (the default) is the slow case. The inductor tests share one pytest-xdist
-# worker, so its compiler starts once.
+# minutes; inductor itself (the default) is the slow case. Inductor once failed on the backward of the
+# upsample+conv layers' replicate padding: its two steps must match the plain run's losses.
 @pytest.mark.parametrize(
     "backend",
-    ["eager", pytest.param("inductor", marks=[pytest.mark.slow, pytest.mark.xdist_group("inductor")])],
+    ["eager", pytest.param("inductor", marks=pytest.mark.slow)],
 )
 def test_compiled_training_saves_plain_checkpoints_that_export(tmp_path, image_folder, style_path, backend):
     from fast_style.cli.main import main
