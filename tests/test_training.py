@@ -459,28 +459,31 @@ def test_a_new_style_learns_only_its_scales_and_shifts_and_keeps_the_old_ones(
     assert "num_styles" not in alone_record["model_kwargs"]
 
 
-def test_adding_a_style_the_file_already_paints_is_refused(tmp_path, image_folder, style_path, capsys):
-    a, b = _style_images(tmp_path / "styles", ["wave", "night"])
-    first = tmp_path / "first"
-    assert train(first, image_folder, style_path, f"style_image=[{a},{b}]", "trainer.max_steps=1") == 0
+def _one_step_model(tmp_path: Path, image_folder: Path, style_path: Path, styles: str) -> Path:
+    """An inference file of a one-step run on ``style_image=styles``."""
     from fast_style.export import export_safetensors
 
-    multi = export_safetensors(first / "checkpoints" / "last.ckpt", tmp_path / "multi.safetensors")
+    first = tmp_path / "first"
+    assert train(first, image_folder, style_path, f"style_image={styles}", "trainer.max_steps=1") == 0
+    return export_safetensors(first / "checkpoints" / "last.ckpt", tmp_path / "first.safetensors")
+
+
+def test_adding_a_style_the_file_already_paints_is_refused(tmp_path, image_folder, style_path, capsys):
+    a, b = _style_images(tmp_path / "styles", ["wave", "night"])
+    multi = _one_step_model(tmp_path, image_folder, style_path, f"[{a},{b}]")
     capsys.readouterr()
     assert train(tmp_path / "again", image_folder, style_path, f"style_image={a}", f"init_from={multi}") == 2
     assert "already paints wave" in capsys.readouterr().err
 
 
 def test_training_the_decoder_for_a_new_style_writes_it_alone(tmp_path, image_folder, style_path, capsys):
-    a, b = _style_images(tmp_path / "styles", ["wave", "night"])
-    first = tmp_path / "first"
-    assert train(first, image_folder, style_path, f"style_image={a}", "trainer.max_steps=1") == 0
     from safetensors.torch import load_file
 
     from fast_style.export import export_safetensors
     from fast_style.inference import Stylizer
 
-    base = export_safetensors(first / "checkpoints" / "last.ckpt", tmp_path / "base.safetensors")
+    a, b = _style_images(tmp_path / "styles", ["wave", "night"])
+    base = _one_step_model(tmp_path, image_folder, style_path, str(a))
     capsys.readouterr()
     kept = tmp_path / "kept"
     assert (
