@@ -51,7 +51,7 @@ def extend_network(
         raise FastStyleError(f"init_train must be one of {', '.join(TRAINABLE)}, got {train!r}")
     if train == "decoder" and keep_styles:
         # The decoder is shared by every style: retraining it for the new ones repaints the old ones
-        # (Starry Night of the shipped four-style file lost three quarters of its worth in 50 steps).
+        # (Starry Night of the shipped four-style file lost about three quarters of its worth in 50 steps).
         raise FastStyleError(
             "init_train=decoder retrains layers every style shares, so the file's styles would no longer "
             "paint as they did; add init_keep_styles=false to write the new styles alone"
