@@ -406,7 +406,7 @@ def test_cli_non_finite_loss_keeps_the_last_good_image(tmp_path, style_path, cap
 # -- real features ----------------------------------------------------------------------------------
 @pytest.mark.real_weights
 @pytest.mark.slow
-def test_hundred_lbfgs_steps_cut_the_style_loss_five_fold():
+def test_thirty_lbfgs_steps_cut_the_style_loss_five_fold():
     from hydra.utils import instantiate
 
     from fast_style.cli.hydra_app import compose_config
@@ -420,9 +420,10 @@ def test_hundred_lbfgs_steps_cut_the_style_loss_five_fold():
         warnings.simplefilter("ignore")
         loss = instantiate(cfg.loss)
     result = optimize_image(
-        loss, content, style, steps=100, settings=PixelSettings(instantiate(cfg.pixel_optimizer))
+        loss, content, style, steps=30, settings=PixelSettings(instantiate(cfg.pixel_optimizer))
     )
     first, last = result.history[0]["style"], result.history[-1]["style"]
-    print(f"style loss {first:.4g} -> {last:.4g} ({first / last:.1f}x) in 100 L-BFGS steps at 128 px")
+    print(f"style loss {first:.4g} -> {last:.4g} ({first / last:.1f}x) in 30 L-BFGS steps at 128 px")
+    # Measured: 5.9x after 20 steps, 7.9x after 30, 11.4x after 100.
     assert result.error is None
     assert last <= first / 5, (first, last)
