@@ -30,6 +30,12 @@ def random_image(size: tuple[int, int], seed: int) -> Image.Image:
     return Image.fromarray((pixels * 255).astype(np.uint8))
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Put the tests marked slow first (a stable sort), so pytest-xdist starts them on its workers
+    early instead of leaving one worker alone with a minute-long test at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _graph_cache_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Keep the ONNX graph cache of the stylize path out of the user's home during tests."""
