@@ -292,10 +292,10 @@ def test_compiled_training_saves_plain_checkpoints_that_export(tmp_path, image_f
     plain, compiled = tmp_path / "plain", tmp_path / "compiled"
     # A loss network cut at relu2_2 (the stack stops at the deepest layer used): inductor's compile of
     # the loss, not the two steps, is most of this test's time, and it grows with the layers.
-    short_loss = ("loss.style_layers=[relu1_2,relu2_2]", "trainer.precision=32-true")
-    assert train(plain, image_folder, style_path, "trainer.max_steps=2", *short_loss) == 0
+    settings = ("loss.style_layers=[relu1_2,relu2_2]", "trainer.precision=32-true")
+    assert train(plain, image_folder, style_path, "trainer.max_steps=2", *settings) == 0
     compile_both = (
-        *short_loss,
+        *settings,
         "speed.compile=true",
         "speed.compile_loss=true",
         f"speed.compile_backend={backend}",
