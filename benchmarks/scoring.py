@@ -60,10 +60,10 @@ def steps_worth(totals: Sequence[float], total: float) -> float | None:
 def add_photo_arguments(parser: argparse.ArgumentParser, what: str) -> None:
     """``--content``, ``--styles`` and ``--weights``: what scoring ``what`` (models, runs) needs."""
     parser.add_argument("--content", type=Path, required=True, help="folder of photos the models never saw")
-    parser.add_argument("--styles", type=Path, required=True, help=f"folder holding the {what}' style images")
     parser.add_argument(
-        "--weights", default=None, help=f"loss-network weights file the {what} were trained with"
+        "--styles", type=Path, required=True, help=f"folder holding the style images of the {what}"
     )
+    parser.add_argument("--weights", default=None, help=f"loss-network weights file used to train the {what}")
 
 
 def recorded_style_loss(
