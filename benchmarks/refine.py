@@ -7,8 +7,9 @@
 For each photo, scaled to each ``--size`` on its long side, three runs of ``fast-style optimize``'s
 L-BFGS on the model's recorded loss (``benchmarks.scoring``'s yardstick):
 
-- refine: from the model's picture (what ``fast-style stylize --refine N`` does), snapshots at
-  each ``--refine`` step; its time is the network's (median of 3 passes) plus the steps';
+- refine: from the model's picture (what ``fast-style stylize --refine N`` does; with ``--blend A``,
+  from A times the picture plus 1 - A times the photo), snapshots at each ``--refine`` step; its
+  time is the network's (median of 3 passes) plus the steps';
 - from the photo (``fast-style optimize``'s default start) and from white noise (seed 0), each
   ``--baseline`` steps.
 
@@ -95,12 +96,17 @@ def score_photo(
     sheet_steps: int | None,
     progress: bool,
     sheet_refine: Sequence[int] = (),
+    blend: float = 1.0,
 ) -> tuple[RefineScore, list[tuple[str, str, torch.Tensor]]]:
-    """The three starts on one photo (``loss`` holds its targets); the score and its contact-sheet row."""
+    """The three starts on one photo (``loss`` holds its targets); the score and its contact-sheet row.
+
+    Refine starts from ``blend`` times the model's picture plus ``1 - blend`` times the photo."""
     size = max(content.shape[-2:])
     photo_total = evaluate_image(loss, content)["total"]
     picture, ff_seconds = _time_model(stylizer, content)
     start = initial_image("model", content, model=lambda _: picture)
+    if blend != 1.0:
+        start = blend * start + (1.0 - blend) * content
     refined = _run(loss, start, refine[-1], refine, progress, f"{name} {size}px refine")
     photo_steps = max(baseline, sheet_steps or 0)
     from_photo = _run(loss, content, photo_steps, [baseline, photo_steps], progress, f"{name} {size}px photo")
@@ -240,6 +246,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--refine", type=int, nargs="+", default=[5, 10, 15, 20], help="refine steps to score"
     )
+    parser.add_argument(
+        "--blend",
+        type=float,
+        default=1.0,
+        help="refine from this share of the model's picture, the rest the photo's (1: the picture alone)",
+    )
     parser.add_argument("--baseline", type=int, default=50, help="L-BFGS steps of the photo and noise starts")
     parser.add_argument("--sheet", type=Path, default=None, help="write the contact sheet here")
     parser.add_argument("--sheet-steps", type=int, default=300, help="optimization steps shown on the sheet")
@@ -259,6 +271,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if refine[0] < 1 or args.baseline < 1:
             raise FastStyleError("--refine and --baseline take positive step counts")
+        if not 0.0 <= args.blend <= 1.0:
+            raise FastStyleError(f"--blend takes a share in [0, 1], got {args.blend}")
         photos = _photos(args.content)
         stylizer = Stylizer.from_file(args.model, device="cpu", backend=args.backend)
         recorded, loss_args, style_path = recorded_style_loss(
@@ -291,6 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 sheet_steps,
                 not args.no_progress,
                 sheet_refine,
+                args.blend,
             )
             scores.append(score)
             if sheet_steps is not None:

@@ -233,6 +233,51 @@ def test_refine_benchmark_compares_the_three_starts(tmp_path, style_path, capsys
     assert picture.width > 4 * 256 and picture.height > 2 * 200
 
 
+def test_refine_benchmark_blend_zero_starts_from_the_photo(tmp_path, style_path, capsys):
+    import csv
+
+    from benchmarks.refine import main as refine
+    from tests.conftest import random_image
+    from tests.test_compare import write_model
+
+    recorded = {
+        "network": "vgg16_bn",
+        "weights": "none",
+        "content_layers": ["relu2_2"],
+        "style_layers": ["relu1_2", "relu2_2"],
+        "content_layer_weights": "auto",
+        "style_layer_weights": "auto",
+        "style_weight": 3.0,
+        "style_image": style_path.name,
+        "style_size": 32,
+    }
+    model = write_model(tmp_path, loss=recorded)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    random_image((40, 40), 3).save(photos / "p.png")
+    common = ["--content", str(photos), "--styles", str(style_path.parent), "--size", "32", "--refine", "2"]
+    common += ["--baseline", "3", "--no-progress", "--backend", "torch"]
+    totals = {}
+    for blend in ("0", "1"):
+        out = tmp_path / f"out{blend}"
+        assert refine([str(model), *common, "--blend", blend, "--out", str(out)]) == 0
+        with open(out / "refine.csv", encoding="utf-8") as fh:
+            row = next(csv.DictReader(fh))
+        totals[blend] = (
+            float(row["ff_total"]),
+            float(row["refine_total_2"]),
+            float(row["photo_start_same_steps"]),
+        )
+    # From the photo alone, two refine steps are the photo start's first two steps.
+    assert totals["0"][1] == pytest.approx(totals["0"][2], rel=1e-5)
+    # The start's score differs from the model's picture's, which blend 1 starts from.
+    assert totals["0"][0] != pytest.approx(totals["1"][0], rel=1e-3)
+    capsys.readouterr()
+    assert refine([str(model), *common, "--blend", "1.5", "--out", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--blend takes a share in [0, 1]" in err[0], err
+
+
 def test_quality_benchmark_needs_the_models_weights_file(tmp_path, style_path, capsys):
     from benchmarks.quality import main as quality
     from tests.test_compare import write_model
