@@ -391,3 +391,18 @@ def test_web_code_imports_no_training_code() -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_background_server_imports_the_anyio_file_helpers_before_its_thread_starts() -> None:
+    # In a fresh interpreter, where nothing has imported anyio's file helper yet.
+    code = (
+        "import sys\n"
+        "from fast_style.web.server import BackgroundServer\n"
+        "async def app(scope, receive, send):\n"
+        "    pass\n"
+        "with BackgroundServer(app):\n"
+        "    print('anyio._core._fileio' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "True"

@@ -18,6 +18,7 @@ import time
 from types import TracebackType
 from typing import Any
 
+import anyio
 import h11
 import uvicorn
 from starlette.types import ASGIApp
@@ -151,6 +152,33 @@ def serve(
     uvicorn.Server(_config(app, access_log, deadlines or Deadlines())).run(sockets=[sock])
 
 
+# The anyio helpers starlette and uvicorn reach for while serving. Recent anyio imports them on first
+# use, and CPython 3.11 can fail ("AST constructor recursion depth mismatch") when the server thread
+# compiles such an import while another thread compiles too, so they are resolved before it starts.
+_ANYIO_HELPERS = (
+    "open_file",
+    "AsyncFile",
+    "to_thread",
+    "from_thread",
+    "lowlevel",
+    "abc",
+    "streams",
+    "create_task_group",
+    "create_memory_object_stream",
+    "CancelScope",
+    "CapacityLimiter",
+    "Event",
+    "EndOfStream",
+    "BrokenResourceError",
+    "sleep_forever",
+)
+
+
+def _import_anyio_helpers() -> None:
+    for name in _ANYIO_HELPERS:
+        getattr(anyio, name, None)
+
+
 class BackgroundServer:
     """``with BackgroundServer(app) as server:`` serves ``app`` on ``server.url`` from a thread."""
 
@@ -167,6 +195,7 @@ class BackgroundServer:
         )
 
     def __enter__(self) -> BackgroundServer:
+        _import_anyio_helpers()
         self._thread.start()
         deadline = time.monotonic() + 30
         while not self._server.started:
