@@ -180,20 +180,9 @@ def test_refine_benchmark_compares_the_three_starts(tmp_path, style_path, capsys
 
     from benchmarks.refine import main as refine
     from tests.conftest import random_image
-    from tests.test_compare import write_model
+    from tests.test_refine import model_with_loss
 
-    recorded = {
-        "network": "vgg16_bn",
-        "weights": "none",
-        "content_layers": ["relu2_2"],
-        "style_layers": ["relu1_2", "relu2_2"],
-        "content_layer_weights": "auto",
-        "style_layer_weights": "auto",
-        "style_weight": 3.0,
-        "style_image": style_path.name,
-        "style_size": 32,
-    }
-    model = write_model(tmp_path, loss=recorded)
+    model = model_with_loss(tmp_path, style_path)
     photos = tmp_path / "photos"
     photos.mkdir()
     for i in range(2):
@@ -238,20 +227,9 @@ def test_refine_benchmark_blend_zero_starts_from_the_photo(tmp_path, style_path,
 
     from benchmarks.refine import main as refine
     from tests.conftest import random_image
-    from tests.test_compare import write_model
+    from tests.test_refine import model_with_loss
 
-    recorded = {
-        "network": "vgg16_bn",
-        "weights": "none",
-        "content_layers": ["relu2_2"],
-        "style_layers": ["relu1_2", "relu2_2"],
-        "content_layer_weights": "auto",
-        "style_layer_weights": "auto",
-        "style_weight": 3.0,
-        "style_image": style_path.name,
-        "style_size": 32,
-    }
-    model = write_model(tmp_path, loss=recorded)
+    model = model_with_loss(tmp_path, style_path)
     photos = tmp_path / "photos"
     photos.mkdir()
     random_image((40, 40), 3).save(photos / "p.png")
